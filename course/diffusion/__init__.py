@@ -1,0 +1,14 @@
+"""The maths of diffusion, one equation per function, each next to the line that computes it."""
+
+from .forward import forward_diffusion, noising_step
+from .schedules import SCHEDULES, alpha_bars, cosine_betas, make_beta_schedule, snr
+
+__all__ = [
+    "SCHEDULES",
+    "alpha_bars",
+    "cosine_betas",
+    "forward_diffusion",
+    "make_beta_schedule",
+    "noising_step",
+    "snr",
+]

@@ -1,0 +1,504 @@
+"""Drive a lesson notebook in real JupyterLab and Chromium, the way a learner would.
+
+Executing a notebook headless (nbclient, papermill) proves the cells run, but not that a widget
+works once it is on screen: the widget needs the lab extension, the kernel comm round trip, and
+the browser to swap the picture. This module checks the whole chain:
+
+1. ``jupyter_lab`` starts a private JupyterLab server (temp root, temp config, random token,
+   nothing that phones home or pops up a dialog) and always stops it again;
+2. ``chromium_page`` opens a headless Chromium through Playwright;
+3. ``measure_slider_latency`` opens a copy of a notebook, runs all cells from the Run menu, types
+   new timesteps into the forward-noising widget's slider and times how long the picture takes
+   to change.
+
+Playwright is imported inside functions only, so ``import course`` never needs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+#: Debian's Chromium; ``playwright install`` needs the internet, so we use the system browser.
+CHROMIUM = Path("/usr/bin/chromium")
+
+#: Headless Chromium in a container: no sandbox (we often run as root), no GPU, and no
+#: background traffic to Google (there is no internet, and it must not slow anything down).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+#: Lab plugins that would reach the network or interrupt the test with a prompt.
+DISABLED_LAB_PLUGINS = [
+    "@jupyterlab/apputils-extension:announcements",  # "get notified about Jupyter news?" + feed
+    "@jupyterlab/extensionmanager-extension",  # queries PyPI for extensions
+]
+
+#: CSS hooks set by ``course.viz.widgets.forward_noising_widget``.
+WIDGET_SELECTOR = ".course-forward-noising"
+PICTURE_SELECTOR = "img.course-picture"
+SLIDER_DESCRIPTION = "timestep t"
+
+
+class LabDriverError(RuntimeError):
+    """Something in the browser run went wrong; the message says what and where to look."""
+
+
+# --------------------------------------------------------------------------------------------
+# Availability
+# --------------------------------------------------------------------------------------------
+
+
+def chromium_path() -> Path | None:
+    """The Chromium executable to drive, or None if it is not installed."""
+    return CHROMIUM if CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK) else None
+
+
+def browser_unavailable_reason() -> str | None:
+    """Why a browser run cannot happen here (missing Chromium or Playwright), or None if it can."""
+    if chromium_path() is None:
+        return f"Chromium not found at {CHROMIUM} (apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "Playwright is not installed (pip install playwright)"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# JupyterLab server
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LabServer:
+    """A running JupyterLab: where it serves, how to log in, and where its files live."""
+
+    base_url: str
+    token: str
+    root_dir: Path
+    log_path: Path
+
+    def notebook_url(self, name: str) -> str:
+        return f"{self.base_url}/lab/tree/{name}?token={self.token}"
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of the server log, to put into error messages."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _free_port() -> int:
+    """A TCP port nobody listens on right now (the server is told not to try others)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _write_lab_config(config_dir: Path) -> None:
+    """Turn off the plugins in ``DISABLED_LAB_PLUGINS`` for this server only."""
+    labconfig = config_dir / "labconfig"
+    labconfig.mkdir(parents=True, exist_ok=True)
+    page_config = {"disabledExtensions": {name: True for name in DISABLED_LAB_PLUGINS}}
+    (labconfig / "page_config.json").write_text(json.dumps(page_config, indent=2))
+
+
+def _wait_until_answering(server: LabServer, process: subprocess.Popen, timeout: float) -> None:
+    """Poll the REST API until the server answers; fail early if the process dies."""
+    deadline = time.monotonic() + timeout
+    status_url = f"{server.base_url}/api/status?token={server.token}"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise LabDriverError(
+                f"jupyter lab exited with code {process.returncode}:\n{server.log_tail()}")
+        try:
+            with urllib.request.urlopen(status_url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.25)
+    raise LabDriverError(f"jupyter lab did not answer within {timeout:.0f} s:\n{server.log_tail()}")
+
+
+def _group_alive(process: subprocess.Popen) -> bool:
+    """Whether any process is left in the server's process group (reaping the server first)."""
+    process.poll()
+    try:
+        os.killpg(process.pid, 0)  # signal 0 only checks existence
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _stop(process: subprocess.Popen, server: LabServer) -> None:
+    """Shut the server and its kernels down; escalate to signals if they do not go quietly."""
+    if process.poll() is None:
+        # The shutdown endpoint stops the kernels too, so no orphaned ipykernel is left behind.
+        request = urllib.request.Request(
+            f"{server.base_url}/api/shutdown", method="POST",
+            headers={"Authorization": f"token {server.token}"})
+        try:
+            urllib.request.urlopen(request, timeout=5).close()
+            process.wait(timeout=15)
+        except (urllib.error.URLError, ConnectionError, TimeoutError, subprocess.TimeoutExpired):
+            pass
+    # The server runs in its own process group (see ``jupyter_lab``): whatever is still in it,
+    # server or kernel, is ours to end.
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not _group_alive(process):
+            break
+        os.killpg(process.pid, sig)
+        deadline = time.monotonic() + 5
+        while _group_alive(process) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    process.poll()
+
+
+@contextmanager
+def jupyter_lab(root_dir: Path, startup_timeout: float = 90) -> Iterator[LabServer]:
+    """Run ``jupyter lab`` on 127.0.0.1 serving ``root_dir``, and always stop it afterwards.
+
+    The server uses this interpreter (``sys.executable``), so the ``python3`` kernel is this
+    environment's Python with ``course`` importable. Config, runtime files, workspaces and IPython
+    profile go to a private directory, so neither the user's settings nor a previous run can
+    change what the browser sees; the data dirs stay as they are so the ipywidgets lab extension
+    is found.
+    """
+    root_dir = Path(root_dir).resolve()
+    private = Path(tempfile.mkdtemp(prefix="course-lab-"))
+    config_dir = private / "config"
+    _write_lab_config(config_dir)
+    server = LabServer(base_url=f"http://127.0.0.1:{_free_port()}",
+                       token=os.urandom(24).hex(), root_dir=root_dir,
+                       log_path=private / "server.log")
+    env = dict(os.environ,
+               COURSE_FAST="1",  # lessons take their quick path
+               HF_HUB_OFFLINE="1",  # never try to download a model
+               JUPYTER_CONFIG_DIR=str(config_dir),
+               JUPYTER_RUNTIME_DIR=str(private / "runtime"),
+               IPYTHONDIR=str(private / "ipython"))
+    port = server.base_url.rsplit(":", 1)[1]
+    command = [
+        sys.executable, "-m", "jupyter", "lab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",  # fail loudly rather than serve on a port we don't know
+        f"--IdentityProvider.token={server.token}",
+        f"--ServerApp.root_dir={root_dir}",
+        "--LabApp.news_url=",  # no news feed
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        f"--LabApp.workspaces_dir={private / 'workspaces'}",
+        f"--LabApp.user_settings_dir={private / 'user-settings'}",
+        "--LabApp.extension_manager=readonly",  # the "pypi" manager would query PyPI
+    ]
+    if os.name == "posix" and os.geteuid() == 0:
+        command.append("--allow-root")  # containers and CI often run as root
+    with server.log_path.open("wb") as log:
+        # A new session puts the server and the kernels it starts in one process group,
+        # so ``_stop`` can end all of them without touching anything else.
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                   cwd=root_dir, start_new_session=True)
+    try:
+        _wait_until_answering(server, process, startup_timeout)
+        yield server
+    finally:
+        _stop(process, server)
+        shutil.rmtree(private, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Browser
+# --------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def chromium_page(width: int = 1400, height: int = 900) -> Iterator:
+    """A Playwright page in a fresh headless Chromium (throwaway profile), closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                             headless=True)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.set_default_timeout(30_000)
+            yield page
+        finally:
+            browser.close()
+
+
+#: The notebook's toolbar shows the kernel state as ``data-status`` (idle, busy, starting, ...).
+KERNEL_INDICATOR = ".jp-NotebookPanel-toolbar .jp-Notebook-ExecutionIndicator"
+
+#: Counts code cells by state. An empty code cell never gets a number, so it is left out;
+#: textContent (not innerText) still reads cells the notebook has not painted, off screen.
+CELL_STATES_JS = """(indicatorSelector) => {
+    const cells = Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell'))
+        .filter(cell => cell.querySelector('.cm-content')?.textContent.trim());
+    const prompts = cells.map(cell => cell.querySelector('.jp-InputPrompt')?.textContent ?? '');
+    const indicator = document.querySelector(indicatorSelector);
+    return {
+        kernel: indicator ? indicator.dataset.status : 'unknown',
+        total: cells.length,
+        running: prompts.filter(p => p.includes('*')).length,
+        done: prompts.filter(p => /\\[\\d+\\]/.test(p)).length,
+    };
+}"""
+
+
+#: True once the notebook's kernel is connected and idle. The toolbar indicator alone is not
+#: enough: it reads "idle" for a moment while the kernel name still says "No Kernel", and a
+#: Run All clicked then is silently lost.
+KERNEL_READY_JS = """(indicatorSelector) => {
+    const indicator = document.querySelector(indicatorSelector);
+    const kernelName = document.querySelector('.jp-NotebookPanel-toolbar .jp-KernelName');
+    const name = kernelName ? kernelName.textContent.trim() : '';
+    return indicator?.dataset.status === 'idle' && name !== '' && name !== 'No Kernel';
+}"""
+
+
+def open_notebook(page, server: LabServer, name: str, timeout: float = 90) -> None:
+    """Open ``name`` in JupyterLab and wait until its kernel is connected and idle.
+
+    A notebook saved without kernel metadata makes JupyterLab ask which kernel to use; we accept
+    its suggestion (this environment's ``python3``) as a learner would. Any other dialog is an
+    error, because it would sit between the test and the notebook.
+    """
+    from urllib.parse import quote
+
+    page.goto(server.notebook_url(quote(name)))
+    page.wait_for_function(
+        f"(sel) => document.querySelector('.jp-Dialog') || ({KERNEL_READY_JS})(sel)",
+        arg=KERNEL_INDICATOR, timeout=timeout * 1000)
+    dialog = page.locator(".jp-Dialog")
+    if dialog.count():
+        text = dialog.first.inner_text()
+        if "Select Kernel" not in text:
+            raise LabDriverError(f"unexpected dialog when opening {name}: {text!r}")
+        dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
+        page.wait_for_function(KERNEL_READY_JS, arg=KERNEL_INDICATOR, timeout=timeout * 1000)
+
+
+#: Sets ``window.__courseRunAllStarted`` as soon as any code cell shows ``[*]``. A notebook saved
+#: with outputs already has numbered prompts, and JupyterLab marks cells as queued a moment
+#: after the menu click, so "nothing running" alone cannot tell "not started" from "finished".
+WATCH_RUN_START_JS = """() => {
+    window.__courseRunAllStarted = false;
+    const notebook = document.querySelector('.jp-Notebook');
+    const observer = new MutationObserver(() => {
+        const prompts = notebook.querySelectorAll('.jp-CodeCell .jp-InputPrompt');
+        if (Array.from(prompts).some(p => p.textContent.includes('*'))) {
+            window.__courseRunAllStarted = true;
+            observer.disconnect();
+        }
+    });
+    observer.observe(notebook, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def run_all_cells(page, saved_copy: Path, timeout: float = 240) -> float:
+    """Run > Run All Cells, wait for every code cell, and check they all ran without error.
+
+    Finished means: the run has started, no cell shows ``[*]`` any more and the kernel is idle.
+    JupyterLab renders tracebacks and warnings alike as stderr, so errors are read from the
+    notebook itself: we save it (to ``saved_copy``, our temporary copy) and look for outputs of
+    type "error". Returns the seconds from the click until the last cell finished.
+    """
+    page.evaluate(WATCH_RUN_START_JS)
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    started = time.monotonic()
+    page.wait_for_function("() => window.__courseRunAllStarted", timeout=30_000)
+    while True:
+        state = page.evaluate(CELL_STATES_JS, KERNEL_INDICATOR)
+        if state["running"] == 0 and state["kernel"] == "idle":
+            break
+        if time.monotonic() - started > timeout:
+            raise LabDriverError(f"cells still running after {timeout:.0f} s: {state}")
+        time.sleep(0.25)
+    elapsed = time.monotonic() - started
+
+    errors = _saved_cell_errors(page, saved_copy)
+    if errors:
+        raise LabDriverError("the notebook raised:\n" + "\n".join(errors))
+    if state["done"] < state["total"]:
+        raise LabDriverError(f"only {state['done']} of {state['total']} code cells ran")
+    return elapsed
+
+
+def _saved_cell_errors(page, saved_copy: Path, timeout: float = 15) -> list[str]:
+    """Save the notebook from the toolbar and list the errors in its outputs, one per cell."""
+    saved_before = saved_copy.stat().st_mtime_ns
+    page.locator('.jp-NotebookPanel-toolbar [data-command="docmanager:save"]').click()
+    deadline = time.monotonic() + timeout
+    while saved_copy.stat().st_mtime_ns == saved_before:  # the server replaces the file whole
+        if time.monotonic() > deadline:
+            raise LabDriverError(f"saving the notebook took more than {timeout:.0f} s")
+        time.sleep(0.1)
+    notebook = nbformat.read(saved_copy, as_version=4)
+    return [f"cell {number} of {len(notebook.cells)}: {output.ename}: {output.evalue}"
+            for number, cell in enumerate(notebook.cells, start=1)
+            for output in cell.get("outputs", [])
+            if output.output_type == "error"]
+
+
+# --------------------------------------------------------------------------------------------
+# The forward-noising widget
+# --------------------------------------------------------------------------------------------
+
+#: Called with the readout and the picture before Enter is pressed. Records when the Enter key
+#: reaches the page and when the picture's src changes, both on the page's clock, so the test's
+#: own browser <-> Python round trips are not counted. The promise sits inside an object because
+#: Playwright would otherwise wait for it right here, before Enter is pressed.
+WATCH_PICTURE_JS = """([readout, picture, timeoutMs]) => {
+    const srcBefore = picture.src;
+    let enterAt = null;
+    readout.addEventListener('keydown', event => {
+        if (event.key === 'Enter') enterAt = performance.now();
+    }, {capture: true, once: true});
+    const changed = new Promise((resolve, reject) => {
+        const observer = new MutationObserver(() => {
+            if (enterAt !== null && picture.src !== srcBefore) {
+                observer.disconnect();
+                resolve({latencyMs: performance.now() - enterAt, src: picture.src});
+            }
+        });
+        observer.observe(picture, {attributes: true, attributeFilter: ['src']});
+        setTimeout(() => {
+            observer.disconnect();
+            reject(new Error(`picture did not change within ${timeoutMs} ms`));
+        }, timeoutMs);
+    });
+    return {changed};
+}"""
+
+
+def find_forward_noising_widget(page, timeout: float = 30):
+    """The first forward-noising widget on the page, once its picture has been drawn."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    widget = page.locator(WIDGET_SELECTOR).first
+    try:
+        widget.locator(PICTURE_SELECTOR).wait_for(state="visible", timeout=timeout * 1000)
+    except PlaywrightTimeout:
+        # Without the lab extension a widget shows as text, e.g. "VBox(children=...)".
+        raise LabDriverError(
+            f"no {WIDGET_SELECTOR} widget with a picture appeared within {timeout:.0f} s "
+            "(is the cell there, and is the ipywidgets lab extension installed?)") from None
+    widget.scroll_into_view_if_needed()
+    return widget
+
+
+def set_timestep(page, widget, value: int, timeout: float = 30) -> tuple[float, bytes]:
+    """Type ``value`` into the slider's readout and press Enter, as a learner would.
+
+    Returns the milliseconds from the Enter key to the new picture, and a screenshot of it.
+    """
+    slider = widget.locator(".widget-slider").filter(
+        has=page.locator(".widget-label", has_text=SLIDER_DESCRIPTION))
+    readout = slider.locator(".widget-readout")
+    picture = widget.locator(PICTURE_SELECTOR)
+
+    readout.click()
+    page.keyboard.press("ControlOrMeta+A")  # select the old number so typing replaces it
+    page.keyboard.type(str(value))
+    watch = page.evaluate_handle(
+        WATCH_PICTURE_JS, [readout.element_handle(), picture.element_handle(), timeout * 1000])
+    page.keyboard.press("Enter")
+    change = watch.evaluate("watch => watch.changed")  # waits until the src changes
+    # The widget itself agrees on the new value (the readout rejects out-of-range input).
+    handle = slider.locator(".noUi-handle")
+    if float(handle.get_attribute("aria-valuenow")) != value:
+        raise LabDriverError(f"slider shows {handle.get_attribute('aria-valuenow')}, "
+                             f"expected {value}")
+    return change["latencyMs"], picture.screenshot()
+
+
+def measure_slider_latency(notebook_path: str | os.PathLike,
+                           values: tuple[int, ...] = (600, 900, 100),
+                           timeout: float = 240,
+                           artifacts_dir: str | os.PathLike | None = None) -> dict:
+    """Run a notebook in JupyterLab, move its timestep slider to each of ``values``, time it.
+
+    The notebook is copied to a temporary root first, so JupyterLab's autosave never touches the
+    original. ``timeout`` bounds "Run All Cells"; each picture change gets 30 s. Screenshots go
+    to ``artifacts_dir`` (a new temp dir when None) and are named in any error.
+
+    Returns ``{"values", "latencies_ms", "median_ms", "pictures_changed", "run_all_s",
+    "screenshot"}``: per value, the ms from Enter to the new picture and whether the shown
+    picture differs from the one before; ``screenshot`` is the widget after the last change.
+    Raises ``LabDriverError`` if the browser is unavailable, or a step fails or times out.
+    """
+    reason = browser_unavailable_reason()
+    if reason:
+        raise LabDriverError(reason)
+    notebook_path = Path(notebook_path)
+    if not notebook_path.is_file():
+        raise LabDriverError(f"notebook not found: {notebook_path}")
+    artifacts = Path(artifacts_dir or tempfile.mkdtemp(prefix="course-browser-"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="course-lab-root-"))
+    shutil.copy(notebook_path, root / notebook_path.name)
+
+    from playwright.sync_api import Error as PlaywrightError
+
+    try:
+        with jupyter_lab(root) as server, chromium_page() as page:
+            page_errors: list[str] = []
+            page.on("pageerror", lambda error: page_errors.append(str(error)))
+            try:
+                open_notebook(page, server, notebook_path.name)
+                run_all_s = run_all_cells(page, root / notebook_path.name, timeout)
+                widget = find_forward_noising_widget(page)
+                if page.locator(".jp-Dialog").count():
+                    raise LabDriverError("a dialog covers the notebook: "
+                                         + page.locator(".jp-Dialog").first.inner_text())
+                before = widget.locator(PICTURE_SELECTOR).screenshot()
+                latencies, pictures_changed = [], []
+                for value in values:
+                    latency_ms, after = set_timestep(page, widget, value)
+                    latencies.append(round(latency_ms, 1))
+                    # A new blob URL could still hold the same picture; compare what is shown.
+                    pictures_changed.append(after != before)
+                    before = after
+                screenshot = artifacts / "forward_noising_widget.png"
+                widget.screenshot(path=str(screenshot))
+            except (LabDriverError, PlaywrightError) as error:
+                failure = artifacts / "failure.png"
+                try:
+                    page.screenshot(path=str(failure), full_page=True)
+                except PlaywrightError:  # a crashed page must not hide the first error
+                    failure = "(none, the page did not answer)"
+                raise LabDriverError(
+                    f"{error}\nscreenshot: {failure}\n"
+                    f"page errors: {page_errors[-3:] or 'none'}\n"
+                    f"server log (tail):\n{server.log_tail(15)}") from error
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return {"values": list(values), "latencies_ms": latencies,
+            "median_ms": statistics.median(latencies), "pictures_changed": pictures_changed,
+            "run_all_s": round(run_all_s, 1), "screenshot": str(screenshot)}

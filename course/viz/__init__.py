@@ -1,0 +1,1 @@
+"""Pictures: ``plots`` holds pure render functions, ``widgets`` wires sliders to them."""

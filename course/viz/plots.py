@@ -1,0 +1,125 @@
+"""Pure render functions: arguments in, a matplotlib Figure (or PNG bytes) out.
+
+Nothing here keeps state or talks to widgets, so every picture a lesson shows can be unit-tested
+and rebuilt headless. Images are tensors in [-1, 1], shaped [3, H, W] or [B, 3, H, W].
+"""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)  # headless-safe; inline backends in Jupyter still win
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from ..diffusion import SCHEDULES, alpha_bars, forward_diffusion, make_beta_schedule  # noqa: E402
+
+
+def to_display(image: torch.Tensor):
+    """[3, H, W] in [-1, 1] -> [H, W, 3] numpy array in [0, 1] for ``imshow``."""
+    return ((image.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
+
+
+def figure_to_png(fig: Figure, dpi: int = 80) -> bytes:
+    """Render a figure to PNG bytes and close it (widgets show bytes, not figures)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def show_images(images, titles=None, ncols: int | None = None, size: float = 2.0) -> Figure:
+    """A row (or grid) of images [B, 3, H, W] with optional titles."""
+    images = list(images)
+    ncols = ncols or len(images)
+    nrows = -(-len(images) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, image in enumerate(images):
+        ax = axes.flat[i]
+        ax.imshow(to_display(image))
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_schedules(T: int = 1000, names=SCHEDULES) -> Figure:
+    """alpha_bar_t and log10 SNR(t) of each named schedule, side by side."""
+    fig, (ax_ab, ax_snr) = plt.subplots(1, 2, figsize=(10, 3.5))
+    steps = torch.arange(T)
+    for name in names:
+        alpha_bar = alpha_bars(make_beta_schedule(name, T).double())
+        ax_ab.plot(steps, alpha_bar, label=name)
+        ax_snr.plot(steps, torch.log10(alpha_bar / (1 - alpha_bar)), label=name)
+    ax_ab.set(title=r"signal kept: $\bar\alpha_t$", xlabel="timestep t", ylim=(0, 1.02))
+    ax_snr.set(title=r"$\log_{10}$ SNR$(t) = \log_{10} \bar\alpha_t / (1-\bar\alpha_t)$",
+               xlabel="timestep t")
+    ax_snr.axhline(0, color="grey", lw=0.8, ls=":")
+    ax_ab.legend()
+    fig.tight_layout()
+    return fig
+
+
+def noising_figure(
+    image: torch.Tensor, t: int, schedule: str = "linear", T: int = 1000, seed: int = 0
+) -> Figure:
+    """x_t of one image beside the histogram of its pixel values.
+
+    The noise is drawn from ``seed`` alone, so moving t rescales one fixed noise pattern
+    instead of flickering between patterns: the picture changes only because t changed.
+    """
+    betas = make_beta_schedule(schedule, T)
+    noise = torch.randn(image.shape, generator=torch.Generator().manual_seed(seed))
+    x_t, _ = forward_diffusion(image, t, betas, noise=noise)
+    alpha_bar_t = float(alpha_bars(betas.double())[t])
+
+    fig, (ax_img, ax_hist) = plt.subplots(1, 2, figsize=(7.5, 3.2),
+                                          gridspec_kw={"width_ratios": [1, 1.3]})
+    ax_img.imshow(to_display(x_t))
+    ax_img.set_title(f"$x_{{{t}}}$  ({schedule})", fontsize=10)
+    ax_img.axis("off")
+
+    grid = torch.linspace(-4, 4, 200)
+    ax_hist.hist(x_t.flatten().numpy(), bins=60, range=(-4, 4), density=True,
+                 color="tab:blue", alpha=0.7, label="pixels of $x_t$")
+    ax_hist.plot(grid, torch.exp(-grid**2 / 2) / (2 * torch.pi) ** 0.5, color="black",
+                 lw=1.2, label="N(0, 1)")
+    ax_hist.set(xlim=(-4, 4), ylim=(0, 1.0), xlabel="pixel value",
+                title=rf"$\bar\alpha_t$={alpha_bar_t:.3f}   std={x_t.std():.2f}")
+    ax_hist.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def noise_grid(
+    image: torch.Tensor,
+    timesteps=(0, 50, 100, 250, 500, 750, 999),
+    schedules=SCHEDULES,
+    T: int = 1000,
+    seed: int = 0,
+    size: float = 1.6,
+) -> Figure:
+    """One row per schedule, one column per timestep: the same photo and noise, noised to t."""
+    noise = torch.randn(image.shape, generator=torch.Generator().manual_seed(seed))
+    fig, axes = plt.subplots(len(schedules), len(timesteps),
+                             figsize=(size * len(timesteps), size * len(schedules) + 0.3),
+                             squeeze=False)
+    for row, name in enumerate(schedules):
+        betas = make_beta_schedule(name, T)
+        for col, t in enumerate(timesteps):
+            x_t, _ = forward_diffusion(image, t, betas, noise=noise)
+            ax = axes[row, col]
+            ax.imshow(to_display(x_t))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(f"t = {t}", fontsize=9)
+            if col == 0:
+                ax.set_ylabel(name, fontsize=9)
+    fig.tight_layout()
+    return fig

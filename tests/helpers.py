@@ -1,0 +1,32 @@
+"""Shared helpers for the tests: paths and reading check reports out of executed notebooks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from course.checks import MIME
+
+ROOT = Path(__file__).resolve().parent.parent
+SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
+LESSONS = sorted((ROOT / "lessons").glob("*.ipynb"))
+
+
+def check_reports(notebook) -> list[dict]:
+    """Every check report (the machine-readable copy) shown in an executed notebook."""
+    reports = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if MIME in data:
+                reports.append(data[MIME])
+    return reports
+
+
+def error_outputs(notebook) -> list[tuple[int, str, str]]:
+    """(cell number, exception name, message) for every cell that raised."""
+    errors = []
+    for number, cell in enumerate(notebook.cells, start=1):
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                errors.append((number, output.get("ename"), output.get("evalue")))
+    return errors
