@@ -104,8 +104,9 @@ def bench_notebooks(fast: bool) -> list[dict]:
 def bench_browser() -> list[dict]:
     from . import labdriver
 
-    if not labdriver.browser_available():
-        return [{"name": "slider to new image in JupyterLab", "value": "skipped: no chromium"}]
+    reason = labdriver.browser_unavailable_reason()
+    if reason:
+        return [{"name": "slider to new image in JupyterLab", "value": f"not measured: {reason}"}]
     result = labdriver.measure_slider_latency(ROOT / "solutions" / "01_forward_noising.ipynb")
     latencies = ", ".join(f"{ms:.0f}" for ms in result["latencies_ms"])
     return [{"name": "slider to new image in JupyterLab (lesson 01)",

@@ -32,8 +32,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nbformat
+
+if TYPE_CHECKING:  # only for annotations; Playwright is imported where it is used
+    from playwright.sync_api import Locator, Page
 
 #: Debian's Chromium; ``playwright install`` needs the internet, so we use the system browser.
 CHROMIUM = Path("/usr/bin/chromium")
@@ -177,6 +181,28 @@ def _stop(process: subprocess.Popen, server: LabServer) -> None:
     process.poll()
 
 
+def _server_command(server: LabServer, private: Path) -> list[str]:
+    """The ``jupyter lab`` command line: local only, quiet, and nothing that reaches the network."""
+    port = server.base_url.rsplit(":", 1)[1]
+    command = [
+        sys.executable, "-m", "jupyter", "lab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",  # fail loudly rather than serve on an unknown port
+        f"--IdentityProvider.token={server.token}",
+        f"--ServerApp.root_dir={server.root_dir}",
+        "--LabApp.news_url=",  # no news feed
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.extension_manager=readonly",  # the "pypi" manager would query PyPI
+        f"--LabApp.workspaces_dir={private / 'workspaces'}",  # no layout from an earlier run
+        f"--LabApp.user_settings_dir={private / 'user-settings'}",
+    ]
+    if os.name == "posix" and os.geteuid() == 0:
+        command.append("--allow-root")  # containers and CI often run as root
+    return command
+
+
 @contextmanager
 def jupyter_lab(root_dir: Path, startup_timeout: float = 90) -> Iterator[LabServer]:
     """Run ``jupyter lab`` on 127.0.0.1 serving ``root_dir``, and always stop it afterwards.
@@ -188,46 +214,30 @@ def jupyter_lab(root_dir: Path, startup_timeout: float = 90) -> Iterator[LabServ
     is found.
     """
     root_dir = Path(root_dir).resolve()
-    private = Path(tempfile.mkdtemp(prefix="course-lab-"))
-    config_dir = private / "config"
-    _write_lab_config(config_dir)
-    server = LabServer(base_url=f"http://127.0.0.1:{_free_port()}",
-                       token=os.urandom(24).hex(), root_dir=root_dir,
-                       log_path=private / "server.log")
-    env = dict(os.environ,
-               COURSE_FAST="1",  # lessons take their quick path
-               HF_HUB_OFFLINE="1",  # never try to download a model
-               JUPYTER_CONFIG_DIR=str(config_dir),
-               JUPYTER_RUNTIME_DIR=str(private / "runtime"),
-               IPYTHONDIR=str(private / "ipython"))
-    port = server.base_url.rsplit(":", 1)[1]
-    command = [
-        sys.executable, "-m", "jupyter", "lab",
-        "--no-browser",
-        "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={port}",
-        "--ServerApp.port_retries=0",  # fail loudly rather than serve on a port we don't know
-        f"--IdentityProvider.token={server.token}",
-        f"--ServerApp.root_dir={root_dir}",
-        "--LabApp.news_url=",  # no news feed
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        f"--LabApp.workspaces_dir={private / 'workspaces'}",
-        f"--LabApp.user_settings_dir={private / 'user-settings'}",
-        "--LabApp.extension_manager=readonly",  # the "pypi" manager would query PyPI
-    ]
-    if os.name == "posix" and os.geteuid() == 0:
-        command.append("--allow-root")  # containers and CI often run as root
-    with server.log_path.open("wb") as log:
-        # A new session puts the server and the kernels it starts in one process group,
-        # so ``_stop`` can end all of them without touching anything else.
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                   cwd=root_dir, start_new_session=True)
-    try:
-        _wait_until_answering(server, process, startup_timeout)
-        yield server
-    finally:
-        _stop(process, server)
-        shutil.rmtree(private, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="course-lab-", ignore_cleanup_errors=True) as private:
+        private = Path(private)
+        server = LabServer(base_url=f"http://127.0.0.1:{_free_port()}",
+                           token=os.urandom(24).hex(), root_dir=root_dir,
+                           log_path=private / "server.log")
+        config_dir = private / "config"
+        _write_lab_config(config_dir)
+        env = dict(os.environ,
+                   COURSE_FAST="1",  # lessons take their quick path
+                   HF_HUB_OFFLINE="1",  # never try to download a model
+                   JUPYTER_CONFIG_DIR=str(config_dir),
+                   JUPYTER_RUNTIME_DIR=str(private / "runtime"),
+                   IPYTHONDIR=str(private / "ipython"))
+        command = _server_command(server, private)
+        with server.log_path.open("wb") as log:
+            # A new session puts the server and the kernels it starts in one process group,
+            # so ``_stop`` can end all of them without touching anything else.
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                       cwd=root_dir, start_new_session=True)
+        try:
+            _wait_until_answering(server, process, startup_timeout)
+            yield server
+        finally:
+            _stop(process, server)
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,7 +246,7 @@ def jupyter_lab(root_dir: Path, startup_timeout: float = 90) -> Iterator[LabServ
 
 
 @contextmanager
-def chromium_page(width: int = 1400, height: int = 900) -> Iterator:
+def chromium_page(width: int = 1400, height: int = 900) -> Iterator[Page]:
     """A Playwright page in a fresh headless Chromium (throwaway profile), closed afterwards."""
     from playwright.sync_api import sync_playwright
 
@@ -281,7 +291,7 @@ KERNEL_READY_JS = """(indicatorSelector) => {
 }"""
 
 
-def open_notebook(page, server: LabServer, name: str, timeout: float = 90) -> None:
+def open_notebook(page: Page, server: LabServer, name: str, timeout: float = 90) -> None:
     """Open ``name`` in JupyterLab and wait until its kernel is connected and idle.
 
     A notebook saved without kernel metadata makes JupyterLab ask which kernel to use; we accept
@@ -320,7 +330,7 @@ WATCH_RUN_START_JS = """() => {
 }"""
 
 
-def run_all_cells(page, saved_copy: Path, timeout: float = 240) -> float:
+def run_all_cells(page: Page, saved_copy: Path, timeout: float = 240) -> float:
     """Run > Run All Cells, wait for every code cell, and check they all ran without error.
 
     Finished means: the run has started, no cell shows ``[*]`` any more and the kernel is idle.
@@ -350,7 +360,7 @@ def run_all_cells(page, saved_copy: Path, timeout: float = 240) -> float:
     return elapsed
 
 
-def _saved_cell_errors(page, saved_copy: Path, timeout: float = 15) -> list[str]:
+def _saved_cell_errors(page: Page, saved_copy: Path, timeout: float = 15) -> list[str]:
     """Save the notebook from the toolbar and list the errors in its outputs, one per cell."""
     saved_before = saved_copy.stat().st_mtime_ns
     page.locator('.jp-NotebookPanel-toolbar [data-command="docmanager:save"]').click()
@@ -378,8 +388,8 @@ WATCH_PICTURE_JS = """([readout, picture, timeoutMs]) => {
     const srcBefore = picture.src;
     let enterAt = null;
     readout.addEventListener('keydown', event => {
-        if (event.key === 'Enter') enterAt = performance.now();
-    }, {capture: true, once: true});
+        if (event.key === 'Enter' && enterAt === null) enterAt = performance.now();
+    }, {capture: true});
     const changed = new Promise((resolve, reject) => {
         const observer = new MutationObserver(() => {
             if (enterAt !== null && picture.src !== srcBefore) {
@@ -397,7 +407,7 @@ WATCH_PICTURE_JS = """([readout, picture, timeoutMs]) => {
 }"""
 
 
-def find_forward_noising_widget(page, timeout: float = 30):
+def find_forward_noising_widget(page: Page, timeout: float = 30) -> Locator:
     """The first forward-noising widget on the page, once its picture has been drawn."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
@@ -413,7 +423,8 @@ def find_forward_noising_widget(page, timeout: float = 30):
     return widget
 
 
-def set_timestep(page, widget, value: int, timeout: float = 30) -> tuple[float, bytes]:
+def set_timestep(page: Page, widget: Locator, value: int,
+                 timeout: float = 30) -> tuple[float, bytes]:
     """Type ``value`` into the slider's readout and press Enter, as a learner would.
 
     Returns the milliseconds from the Enter key to the new picture, and a screenshot of it.
@@ -461,32 +472,18 @@ def measure_slider_latency(notebook_path: str | os.PathLike,
         raise LabDriverError(f"notebook not found: {notebook_path}")
     artifacts = Path(artifacts_dir or tempfile.mkdtemp(prefix="course-browser-"))
     artifacts.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix="course-lab-root-"))
-    shutil.copy(notebook_path, root / notebook_path.name)
 
     from playwright.sync_api import Error as PlaywrightError
 
-    try:
-        with jupyter_lab(root) as server, chromium_page() as page:
+    with tempfile.TemporaryDirectory(prefix="course-lab-root-") as root:
+        copy = Path(shutil.copy(notebook_path, Path(root) / notebook_path.name))
+        with jupyter_lab(Path(root)) as server, chromium_page() as page:
             page_errors: list[str] = []
             page.on("pageerror", lambda error: page_errors.append(str(error)))
             try:
-                open_notebook(page, server, notebook_path.name)
-                run_all_s = run_all_cells(page, root / notebook_path.name, timeout)
-                widget = find_forward_noising_widget(page)
-                if page.locator(".jp-Dialog").count():
-                    raise LabDriverError("a dialog covers the notebook: "
-                                         + page.locator(".jp-Dialog").first.inner_text())
-                before = widget.locator(PICTURE_SELECTOR).screenshot()
-                latencies, pictures_changed = [], []
-                for value in values:
-                    latency_ms, after = set_timestep(page, widget, value)
-                    latencies.append(round(latency_ms, 1))
-                    # A new blob URL could still hold the same picture; compare what is shown.
-                    pictures_changed.append(after != before)
-                    before = after
-                screenshot = artifacts / "forward_noising_widget.png"
-                widget.screenshot(path=str(screenshot))
+                open_notebook(page, server, copy.name)
+                run_all_s = run_all_cells(page, copy, timeout)
+                result = _move_slider(page, values, artifacts)
             except (LabDriverError, PlaywrightError) as error:
                 failure = artifacts / "failure.png"
                 try:
@@ -497,8 +494,37 @@ def measure_slider_latency(notebook_path: str | os.PathLike,
                     f"{error}\nscreenshot: {failure}\n"
                     f"page errors: {page_errors[-3:] or 'none'}\n"
                     f"server log (tail):\n{server.log_tail(15)}") from error
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    return {**result, "run_all_s": round(run_all_s, 1)}
+
+
+def _move_slider(page: Page, values: tuple[int, ...], artifacts: Path) -> dict:
+    """Set the first forward-noising widget to each of ``values``; see measure_slider_latency."""
+    widget = find_forward_noising_widget(page)
+    if page.locator(".jp-Dialog").count():
+        raise LabDriverError(
+            "a dialog covers the notebook: " + page.locator(".jp-Dialog").first.inner_text())
+    before = widget.locator(PICTURE_SELECTOR).screenshot()
+    latencies, pictures_changed = [], []
+    for value in values:
+        latency_ms, after = set_timestep(page, widget, value)
+        latencies.append(round(latency_ms, 1))
+        # A new blob URL could still hold the same picture; compare what is shown.
+        pictures_changed.append(after != before)
+        before = after
+    screenshot = artifacts / "forward_noising_widget.png"
+    widget.screenshot(path=str(screenshot))
     return {"values": list(values), "latencies_ms": latencies,
             "median_ms": statistics.median(latencies), "pictures_changed": pictures_changed,
-            "run_all_s": round(run_all_s, 1), "screenshot": str(screenshot)}
+            "screenshot": str(screenshot)}
+
+
+if __name__ == "__main__":
+    # python -m course.labdriver NOTEBOOK: time the slider by hand, outside pytest.
+    import argparse
+
+    parser = argparse.ArgumentParser(description=measure_slider_latency.__doc__.splitlines()[0])
+    parser.add_argument("notebook", type=Path)
+    parser.add_argument("--values", type=int, nargs="+", default=[600, 900, 100])
+    arguments = parser.parse_args()
+    print(json.dumps(measure_slider_latency(arguments.notebook, tuple(arguments.values)),
+                     indent=2))
