@@ -1,4 +1,4 @@
-"""Command line: ``python -m course {grade, build-lessons, store-outputs, bench, doctor}``."""
+"""Command line: ``python -m course COMMAND``; ``python -m course --help`` lists them."""
 
 from __future__ import annotations
 
@@ -56,18 +56,19 @@ def main(argv=None) -> int:
     store.add_argument("notebooks", nargs="+")
 
     commands.add_parser("bench", help="measure speed and memory", add_help=False)
+    commands.add_parser("train", help="train a bundled model", add_help=False)
 
     doctor = commands.add_parser("doctor", help="describe this environment")
     doctor.add_argument("--offline", action="store_true", help="do not probe the hub")
 
-    if argv[:1] in (["grade"], ["bench"]):  # these parse their own options
+    if argv[:1] in (["grade"], ["bench"], ["train"]):  # these parse their own options
         if argv[0] == "grade":
-            from .grading import main as grade_main
-
-            return grade_main(argv[1:])
-        from .bench import main as bench_main
-
-        return bench_main(argv[1:])
+            from .grading import main as command
+        elif argv[0] == "train":
+            from .train import main as command
+        else:
+            from .bench import main as command
+        return command(argv[1:])
     args = parser.parse_args(argv)
     return {"build-lessons": _build_lessons, "store-outputs": _store_outputs,
             "doctor": _doctor}[args.command](args)

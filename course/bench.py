@@ -6,7 +6,9 @@ README between the ``bench`` markers). Timings are medians of repeated runs on t
 - the core maths (``forward_diffusion`` on a training-sized batch),
 - one redraw of the lesson 01 widget (what a slider move costs in the kernel),
 - every solution notebook executed in FAST mode: wall time and the kernel's peak memory,
-- with ``--full``: the notebooks in full mode too, and the slider latency in a real browser.
+- with ``--full``: the notebooks in full mode too, and the slider latency in a real browser;
+- with ``--quality``: lesson 03's scheduler table on lesson 02's bundled model, 256 images a row
+  (its DDPM 1000-step row is the model's own sample quality).
 """
 
 from __future__ import annotations
@@ -113,6 +115,31 @@ def bench_browser() -> list[dict]:
              "value": f"median {result['median_ms']:.0f} ms ({latencies})"}]
 
 
+def bench_quality(n: int = 256) -> list[dict]:
+    """Lesson 03's scheduler table on lesson 02's bundled model, ``n`` images per row.
+
+    The last row, DDPM with all 1000 steps, is also the model's own sample quality.
+    """
+    from diffusers import (
+        DDIMScheduler,
+        DDPMScheduler,
+        DPMSolverMultistepScheduler,
+        EulerDiscreteScheduler,
+        PNDMScheduler,
+    )
+
+    from .models import load_unet
+    from .sampling import compare_schedulers
+
+    schedulers = {"DDPM": DDPMScheduler, "DDIM": DDIMScheduler, "PNDM": PNDMScheduler,
+                  "Euler": EulerDiscreteScheduler, "DPM-Solver++": DPMSolverMultistepScheduler}
+    rows = compare_schedulers(load_unet("ddpm-shapes"), schedulers, (10, 20, 50), n,
+                              reference=("DDPM", 1000))
+    return [{"name": f"lesson 02 model: {row['scheduler']}, {row['steps']} steps ({n} images)",
+             "value": f"{row['clean']:.1%} clean single shapes, "
+                      f"{1000 * row['seconds_per_image']:.1f} ms per image"} for row in rows]
+
+
 def machine() -> str:
     import os
 
@@ -141,6 +168,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repeats, FAST notebooks only")
     parser.add_argument("--full", action="store_true",
                         help="also full-mode notebooks and the browser slider latency")
+    parser.add_argument("--quality", action="store_true",
+                        help="sample quality of the bundled model and the scheduler table")
     parser.add_argument("--json", dest="json_path", help="also write the rows as JSON")
     parser.add_argument("--write-readme", action="store_true", help="update README's table")
     args = parser.parse_args(argv)
@@ -151,6 +180,8 @@ def main(argv=None) -> int:
     if args.full:
         rows += bench_notebooks(fast=False)
         rows += bench_browser()
+    if args.quality:
+        rows += bench_quality()
     table = to_markdown(rows, time.strftime("%Y-%m-%d"))
     print(table)
     if args.json_path:

@@ -7,9 +7,14 @@ the browser to swap the picture. This module checks the whole chain:
 1. ``jupyter_lab`` starts a private JupyterLab server (temp root, temp config, random token,
    nothing that phones home or pops up a dialog) and always stops it again;
 2. ``chromium_page`` opens a headless Chromium through Playwright;
-3. ``measure_slider_latency`` opens a copy of a notebook, runs all cells from the Run menu, types
-   new timesteps into the forward-noising widget's slider and times how long the picture takes
-   to change.
+3. ``notebook_in_lab`` opens a copy of a notebook there and runs all cells from the Run menu;
+4. ``set_slider`` / ``move_sliders`` type new values into a course widget's slider readout and
+   time how long its picture takes to change. ``measure_slider_latency`` does 3 and 4 for the
+   forward-noising widget of lesson 01.
+
+The course widgets (``course.viz.widgets``) are VBoxes with a CSS class of their own
+(``.course-forward-noising``, ``.course-trajectory``, ``.course-ddim``) holding labelled sliders
+and one ``img.course-picture``; that is all this module relies on.
 
 Playwright is imported inside functions only, so ``import course`` never needs it.
 """
@@ -17,7 +22,9 @@ Playwright is imported inside functions only, so ``import course`` never needs i
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -29,10 +36,11 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import nbformat
 
@@ -60,9 +68,10 @@ DISABLED_LAB_PLUGINS = [
     "@jupyterlab/extensionmanager-extension",  # queries PyPI for extensions
 ]
 
-#: CSS hooks set by ``course.viz.widgets.forward_noising_widget``.
-WIDGET_SELECTOR = ".course-forward-noising"
+#: The picture inside every course widget (``course.viz.widgets``).
 PICTURE_SELECTOR = "img.course-picture"
+#: Lesson 01's ``forward_noising_widget`` and its slider, used by ``measure_slider_latency``.
+WIDGET_SELECTOR = ".course-forward-noising"
 SLIDER_DESCRIPTION = "timestep t"
 
 
@@ -106,12 +115,22 @@ class LabServer:
     log_path: Path
 
     def notebook_url(self, name: str) -> str:
-        return f"{self.base_url}/lab/tree/{name}?token={self.token}"
+        # A workspace per notebook: in the default one, a server shared between notebooks
+        # would reopen the previous notebook's tab, and start a kernel for it.
+        workspace = quote(Path(name).stem, safe="")
+        return f"{self.base_url}/lab/workspaces/{workspace}/tree/{quote(name)}?token={self.token}"
 
     def log_tail(self, lines: int = 30) -> str:
         """The end of the server log, to put into error messages."""
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def _api(server: LabServer, method: str, path: str, timeout: float = 5):
+    """Call the server's REST API; returns the open response (a file-like of JSON)."""
+    request = urllib.request.Request(f"{server.base_url}{path}", method=method,
+                                     headers={"Authorization": f"token {server.token}"})
+    return urllib.request.urlopen(request, timeout=timeout)
 
 
 def _free_port() -> int:
@@ -161,11 +180,8 @@ def _stop(process: subprocess.Popen, server: LabServer) -> None:
     """Shut the server and its kernels down; escalate to signals if they do not go quietly."""
     if process.poll() is None:
         # The shutdown endpoint stops the kernels too, so no orphaned ipykernel is left behind.
-        request = urllib.request.Request(
-            f"{server.base_url}/api/shutdown", method="POST",
-            headers={"Authorization": f"token {server.token}"})
         try:
-            urllib.request.urlopen(request, timeout=5).close()
+            _api(server, "POST", "/api/shutdown").close()
             process.wait(timeout=15)
         except (urllib.error.URLError, ConnectionError, TimeoutError, subprocess.TimeoutExpired):
             pass
@@ -224,6 +240,10 @@ def jupyter_lab(root_dir: Path, startup_timeout: float = 90) -> Iterator[LabServ
         env = dict(os.environ,
                    COURSE_FAST="1",  # lessons take their quick path
                    HF_HUB_OFFLINE="1",  # never try to download a model
+                   # One torch thread per kernel: these runs share the machine (test workers,
+                   # a training), and torch's default of one thread per core then oversubscribes
+                   # it; measured on 2 busy cores, a model forward took 25x longer.
+                   OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
                    JUPYTER_CONFIG_DIR=str(config_dir),
                    JUPYTER_RUNTIME_DIR=str(private / "runtime"),
                    IPYTHONDIR=str(private / "ipython"))
@@ -298,9 +318,7 @@ def open_notebook(page: Page, server: LabServer, name: str, timeout: float = 90)
     its suggestion (this environment's ``python3``) as a learner would. Any other dialog is an
     error, because it would sit between the test and the notebook.
     """
-    from urllib.parse import quote
-
-    page.goto(server.notebook_url(quote(name)))
+    page.goto(server.notebook_url(name))
     page.wait_for_function(
         f"(sel) => document.querySelector('.jp-Dialog') || ({KERNEL_READY_JS})(sel)",
         arg=KERNEL_INDICATOR, timeout=timeout * 1000)
@@ -365,104 +383,59 @@ def _saved_cell_errors(page: Page, saved_copy: Path, timeout: float = 15) -> lis
     saved_before = saved_copy.stat().st_mtime_ns
     page.locator('.jp-NotebookPanel-toolbar [data-command="docmanager:save"]').click()
     deadline = time.monotonic() + timeout
-    while saved_copy.stat().st_mtime_ns == saved_before:  # the server replaces the file whole
+    while (notebook := _read_saved(saved_copy, saved_before)) is None:
         if time.monotonic() > deadline:
             raise LabDriverError(f"saving the notebook took more than {timeout:.0f} s")
         time.sleep(0.1)
-    notebook = nbformat.read(saved_copy, as_version=4)
     return [f"cell {number} of {len(notebook.cells)}: {output.ename}: {output.evalue}"
             for number, cell in enumerate(notebook.cells, start=1)
             for output in cell.get("outputs", [])
             if output.output_type == "error"]
 
 
-# --------------------------------------------------------------------------------------------
-# The forward-noising widget
-# --------------------------------------------------------------------------------------------
+def _read_saved(path: Path, mtime_before: int) -> nbformat.NotebookNode | None:
+    """The notebook at ``path`` once the server has saved it anew, or None while it has not.
 
-#: Called with the readout and the picture before Enter is pressed. Records when the Enter key
-#: reaches the page and when the picture's src changes, both on the page's clock, so the test's
-#: own browser <-> Python round trips are not counted. The promise sits inside an object because
-#: Playwright would otherwise wait for it right here, before Enter is pressed.
-WATCH_PICTURE_JS = """([readout, picture, timeoutMs]) => {
-    const srcBefore = picture.src;
-    let enterAt = null;
-    readout.addEventListener('keydown', event => {
-        if (event.key === 'Enter' && enterAt === null) enterAt = performance.now();
-    }, {capture: true});
-    const changed = new Promise((resolve, reject) => {
-        const observer = new MutationObserver(() => {
-            if (enterAt !== null && picture.src !== srcBefore) {
-                observer.disconnect();
-                resolve({latencyMs: performance.now() - enterAt, src: picture.src});
-            }
-        });
-        observer.observe(picture, {attributes: true, attributeFilter: ['src']});
-        setTimeout(() => {
-            observer.disconnect();
-            reject(new Error(`picture did not change within ${timeoutMs} ms`));
-        }, timeoutMs);
-    });
-    return {changed};
-}"""
-
-
-def find_forward_noising_widget(page: Page, timeout: float = 30) -> Locator:
-    """The first forward-noising widget on the page, once its picture has been drawn."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
-    widget = page.locator(WIDGET_SELECTOR).first
-    try:
-        widget.locator(PICTURE_SELECTOR).wait_for(state="visible", timeout=timeout * 1000)
-    except PlaywrightTimeout:
-        # Without the lab extension a widget shows as text, e.g. "VBox(children=...)".
-        raise LabDriverError(
-            f"no {WIDGET_SELECTOR} widget with a picture appeared within {timeout:.0f} s "
-            "(is the cell there, and is the ipywidgets lab extension installed?)") from None
-    widget.scroll_into_view_if_needed()
-    return widget
-
-
-def set_timestep(page: Page, widget: Locator, value: int,
-                 timeout: float = 30) -> tuple[float, bytes]:
-    """Type ``value`` into the slider's readout and press Enter, as a learner would.
-
-    Returns the milliseconds from the Enter key to the new picture, and a screenshot of it.
+    The server writes in place (its "atomic" save only keeps a backup copy), so the file is
+    first truncated and then filled: a new mtime alone does not mean the content is there, but
+    a file that parses does.
     """
-    slider = widget.locator(".widget-slider").filter(
-        has=page.locator(".widget-label", has_text=SLIDER_DESCRIPTION))
-    readout = slider.locator(".widget-readout")
-    picture = widget.locator(PICTURE_SELECTOR)
-
-    readout.click()
-    page.keyboard.press("ControlOrMeta+A")  # select the old number so typing replaces it
-    page.keyboard.type(str(value))
-    watch = page.evaluate_handle(
-        WATCH_PICTURE_JS, [readout.element_handle(), picture.element_handle(), timeout * 1000])
-    page.keyboard.press("Enter")
-    change = watch.evaluate("watch => watch.changed")  # waits until the src changes
-    # The widget itself agrees on the new value (the readout rejects out-of-range input).
-    handle = slider.locator(".noUi-handle")
-    if float(handle.get_attribute("aria-valuenow")) != value:
-        raise LabDriverError(f"slider shows {handle.get_attribute('aria-valuenow')}, "
-                             f"expected {value}")
-    return change["latencyMs"], picture.screenshot()
+    if path.stat().st_mtime_ns == mtime_before:
+        return None
+    try:
+        return nbformat.read(path, as_version=4)
+    except ValueError:  # empty or cut short (NotJSONError and JSONDecodeError are ValueErrors)
+        return None
 
 
-def measure_slider_latency(notebook_path: str | os.PathLike,
-                           values: tuple[int, ...] = (600, 900, 100),
-                           timeout: float = 240,
-                           artifacts_dir: str | os.PathLike | None = None) -> dict:
-    """Run a notebook in JupyterLab, move its timestep slider to each of ``values``, time it.
+# --------------------------------------------------------------------------------------------
+# A notebook run in the browser
+# --------------------------------------------------------------------------------------------
 
-    The notebook is copied to a temporary root first, so JupyterLab's autosave never touches the
-    original. ``timeout`` bounds "Run All Cells"; each picture change gets 30 s. Screenshots go
-    to ``artifacts_dir`` (a new temp dir when None) and are named in any error.
 
-    Returns ``{"values", "latencies_ms", "median_ms", "pictures_changed", "run_all_s",
-    "screenshot"}``: per value, the ms from Enter to the new picture and whether the shown
-    picture differs from the one before; ``screenshot`` is the widget after the last change.
-    Raises ``LabDriverError`` if the browser is unavailable, or a step fails or times out.
+@dataclass
+class LabNotebook:
+    """A notebook open in JupyterLab with all its cells run: the page to drive and the timing."""
+
+    page: Page
+    run_all_s: float
+    artifacts: Path
+
+
+@contextmanager
+def notebook_in_lab(notebook_path: str | os.PathLike, server: LabServer | None = None,
+                    artifacts_dir: str | os.PathLike | None = None,
+                    timeout: float = 240) -> Iterator[LabNotebook]:
+    """Open a copy of a notebook in JupyterLab in a fresh Chromium and run all its cells.
+
+    The copy goes to the server's root, so JupyterLab's autosave never touches the original.
+    ``server`` is a running ``jupyter_lab`` to share between notebooks; None starts a private one
+    for this notebook alone. ``timeout`` bounds "Run All Cells". Afterwards the browser is closed
+    and the notebook's kernel shut down (a shared server would otherwise keep it running).
+
+    A ``LabDriverError`` or Playwright error, in the run or in the caller's ``with`` block,
+    comes back as a ``LabDriverError`` naming a screenshot of the page (in ``artifacts_dir``, a
+    new temp dir when None), the page's own errors and the end of the server log.
     """
     reason = browser_unavailable_reason()
     if reason:
@@ -475,47 +448,170 @@ def measure_slider_latency(notebook_path: str | os.PathLike,
 
     from playwright.sync_api import Error as PlaywrightError
 
-    with tempfile.TemporaryDirectory(prefix="course-lab-root-") as root:
-        copy = Path(shutil.copy(notebook_path, Path(root) / notebook_path.name))
-        with jupyter_lab(Path(root)) as server, chromium_page() as page:
-            page_errors: list[str] = []
-            page.on("pageerror", lambda error: page_errors.append(str(error)))
+    with ExitStack() as cleanup:  # undone in reverse: browser, kernel, then a private server
+        if server is None:
+            root = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="course-lab-root-"))
+            server = cleanup.enter_context(jupyter_lab(Path(root)))
+        copy = Path(shutil.copy(notebook_path, server.root_dir / notebook_path.name))
+        cleanup.callback(_shut_down_kernels, server, copy.name)
+        page = cleanup.enter_context(chromium_page())
+        page_errors: list[str] = []
+        page.on("pageerror", lambda error: page_errors.append(str(error)))
+        try:
+            open_notebook(page, server, copy.name)
+            run_all_s = run_all_cells(page, copy, timeout)
+            yield LabNotebook(page=page, run_all_s=run_all_s, artifacts=artifacts)
+        except (LabDriverError, PlaywrightError) as error:
+            failure = artifacts / f"failure-{copy.stem}.png"
             try:
-                open_notebook(page, server, copy.name)
-                run_all_s = run_all_cells(page, copy, timeout)
-                result = _move_slider(page, values, artifacts)
-            except (LabDriverError, PlaywrightError) as error:
-                failure = artifacts / "failure.png"
-                try:
-                    page.screenshot(path=str(failure), full_page=True)
-                except PlaywrightError:  # a crashed page must not hide the first error
-                    failure = "(none, the page did not answer)"
-                raise LabDriverError(
-                    f"{error}\nscreenshot: {failure}\n"
-                    f"page errors: {page_errors[-3:] or 'none'}\n"
-                    f"server log (tail):\n{server.log_tail(15)}") from error
-    return {**result, "run_all_s": round(run_all_s, 1)}
+                page.screenshot(path=str(failure), full_page=True)
+            except PlaywrightError:  # a crashed page must not hide the first error
+                failure = "(none, the page did not answer)"
+            raise LabDriverError(
+                f"{error}\nscreenshot: {failure}\n"
+                f"page errors: {page_errors[-3:] or 'none'}\n"
+                f"server log (tail):\n{server.log_tail(15)}") from error
 
 
-def _move_slider(page: Page, values: tuple[int, ...], artifacts: Path) -> dict:
-    """Set the first forward-noising widget to each of ``values``; see measure_slider_latency."""
-    widget = find_forward_noising_widget(page)
+def _shut_down_kernels(server: LabServer, notebook_name: str) -> None:
+    """End the kernel sessions of ``notebook_name``; quietly, as this runs during cleanup."""
+    try:
+        sessions = json.load(_api(server, "GET", "/api/sessions"))
+        for session in sessions:
+            if session["path"] == notebook_name:
+                _api(server, "DELETE", f"/api/sessions/{session['id']}").close()
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        pass  # a server that is gone has no kernels left either
+
+
+# --------------------------------------------------------------------------------------------
+# Slider widgets
+# --------------------------------------------------------------------------------------------
+
+#: Called with the readout and the picture before Enter is pressed. Records when the Enter key
+#: reaches the page and when the new picture is decoded (ready to paint), both on the page's
+#: clock, so the test's own browser <-> Python round trips are not counted. Waiting for the
+#: decode also makes the screenshot taken next show the new picture, not a half-loaded one. The
+#: promise sits inside an object because Playwright would otherwise wait for it right here,
+#: before Enter is pressed.
+WATCH_PICTURE_JS = """([readout, picture, timeoutMs]) => {
+    const srcBefore = picture.src;
+    let enterAt = null;
+    readout.addEventListener('keydown', event => {
+        if (event.key === 'Enter' && enterAt === null) enterAt = performance.now();
+    }, {capture: true});
+    const changed = new Promise((resolve, reject) => {
+        const observer = new MutationObserver(() => {
+            if (enterAt !== null && picture.src !== srcBefore) {
+                observer.disconnect();
+                picture.decode().then(
+                    () => resolve({latencyMs: performance.now() - enterAt}),
+                    () => reject(new Error('the new picture could not be decoded')));
+            }
+        });
+        observer.observe(picture, {attributes: true, attributeFilter: ['src']});
+        setTimeout(() => {
+            observer.disconnect();
+            reject(new Error(`picture did not change within ${timeoutMs} ms`));
+        }, timeoutMs);
+    });
+    return {changed};
+}"""
+
+
+def find_widget(page: Page, widget_selector: str, timeout: float = 30) -> Locator:
+    """The first widget matching ``widget_selector`` on the page, once its picture is drawn."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    widget = page.locator(widget_selector).first
+    try:
+        widget.locator(PICTURE_SELECTOR).wait_for(state="visible", timeout=timeout * 1000)
+    except PlaywrightTimeout:
+        # Without the lab extension a widget shows as text, e.g. "VBox(children=...)".
+        raise LabDriverError(
+            f"no {widget_selector} widget with a picture appeared within {timeout:.0f} s "
+            "(is the cell there, and is the ipywidgets lab extension installed?)") from None
     if page.locator(".jp-Dialog").count():
         raise LabDriverError(
             "a dialog covers the notebook: " + page.locator(".jp-Dialog").first.inner_text())
+    widget.scroll_into_view_if_needed()
+    return widget
+
+
+def set_slider(page: Page, widget_selector: str, description: str, value: float,
+               timeout: float = 60) -> tuple[float, bytes]:
+    """Type ``value`` into the readout of the slider labelled ``description`` and press Enter.
+
+    This is what a learner does to pick an exact value, and it works alike for sliders with and
+    without ``continuous_update``. Returns the milliseconds from the Enter key to the new
+    picture, and a screenshot of the picture.
+    """
+    widget = find_widget(page, widget_selector)
+    # Match the whole label: "step" must not pick the "steps" slider.
+    label = page.locator(".widget-label", has_text=re.compile(rf"^\s*{re.escape(description)}\s*$"))
+    slider = widget.locator(".widget-slider").filter(has=label)
+    if slider.count() != 1:
+        raise LabDriverError(f"expected one slider {description!r} in {widget_selector}, "
+                             f"found {slider.count()}")
+    readout = slider.locator(".widget-readout")
+    picture = widget.locator(PICTURE_SELECTOR)
+
+    readout.click()
+    page.keyboard.press("ControlOrMeta+A")  # select the old number so typing replaces it
+    page.keyboard.type(str(value))
+    watch = page.evaluate_handle(
+        WATCH_PICTURE_JS, [readout.element_handle(), picture.element_handle(), timeout * 1000])
+    page.keyboard.press("Enter")
+    change = watch.evaluate("watch => watch.changed")  # waits until the new picture is there
+    # The widget itself agrees on the new value (the readout rejects out-of-range input).
+    shown = slider.locator(".noUi-handle").get_attribute("aria-valuenow")
+    if not math.isclose(float(shown), value, abs_tol=1e-6):
+        raise LabDriverError(f"slider {description!r} shows {shown}, expected {value}")
+    return change["latencyMs"], picture.screenshot()
+
+
+def move_sliders(page: Page, widget_selector: str, moves: list[tuple[str, float]],
+                 artifacts: Path) -> dict:
+    """Apply ``moves`` (slider description, value) in order to the first matching widget.
+
+    Returns ``{"values", "latencies_ms", "median_ms", "pictures_changed", "screenshot"}``: per
+    move, the ms from Enter to the new picture and whether the shown picture differs from the
+    one before; ``screenshot`` is the widget after the last move.
+    """
+    widget = find_widget(page, widget_selector)
     before = widget.locator(PICTURE_SELECTOR).screenshot()
     latencies, pictures_changed = [], []
-    for value in values:
-        latency_ms, after = set_timestep(page, widget, value)
+    for description, value in moves:
+        latency_ms, after = set_slider(page, widget_selector, description, value)
         latencies.append(round(latency_ms, 1))
         # A new blob URL could still hold the same picture; compare what is shown.
         pictures_changed.append(after != before)
         before = after
-    screenshot = artifacts / "forward_noising_widget.png"
+    screenshot = artifacts / f"{widget_selector.lstrip('.')}.png"
     widget.screenshot(path=str(screenshot))
-    return {"values": list(values), "latencies_ms": latencies,
+    return {"values": [value for _, value in moves], "latencies_ms": latencies,
             "median_ms": statistics.median(latencies), "pictures_changed": pictures_changed,
             "screenshot": str(screenshot)}
+
+
+def measure_slider_latency(notebook_path: str | os.PathLike,
+                           values: tuple[int, ...] = (600, 900, 100),
+                           timeout: float = 240,
+                           artifacts_dir: str | os.PathLike | None = None,
+                           server: LabServer | None = None) -> dict:
+    """Run a notebook in JupyterLab, move its timestep slider to each of ``values``, time it.
+
+    The lesson 01 case of ``notebook_in_lab`` and ``move_sliders`` (see both): the first
+    forward-noising widget's "timestep t" slider, one redraw per value, each given 60 s.
+
+    Returns ``{"values", "latencies_ms", "median_ms", "pictures_changed", "run_all_s",
+    "screenshot"}``. Raises ``LabDriverError`` if the browser is unavailable, or a step fails or
+    times out.
+    """
+    with notebook_in_lab(notebook_path, server, artifacts_dir, timeout) as lab:
+        moves = [(SLIDER_DESCRIPTION, value) for value in values]
+        result = move_sliders(lab.page, WIDGET_SELECTOR, moves, lab.artifacts)
+    return {**result, "run_all_s": round(lab.run_all_s, 1)}
 
 
 if __name__ == "__main__":

@@ -190,3 +190,88 @@ def test_compare_tensor_order_of_complaints():
 def test_calling_an_exercise_displays_without_raising(capsys):
     lesson01.cosine_beta_schedule(lambda T: 1 / 0)
     assert "ZeroDivisionError" in capsys.readouterr().out
+
+
+# Lessons 02 and 03: right answers (written here) pass every case, a stub passes none.
+def _lesson02_03_answers():
+    import torch.nn.functional as F
+
+    def timestep_embedding(t, dim):
+        half = dim // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half) / half)
+        angles = t.float()[:, None] * freqs[None, :]
+        return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+
+    def ddpm_loss(model, x0, t, noise, betas):
+        alpha_bar = torch.cumprod(1 - betas, 0)[t].view(-1, 1, 1, 1)
+        return F.mse_loss(model(alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise, t), noise)
+
+    def ddpm_step(x_t, eps, t, betas, noise=None):
+        alpha_bar = torch.cumprod(1 - betas.double(), 0)
+        prev = alpha_bar[t - 1] if t > 0 else torch.tensor(1.0, dtype=torch.float64)
+        mean = (x_t - betas[t] / (1 - alpha_bar[t]).sqrt() * eps) / (1 - betas[t]).sqrt()
+        if t == 0:
+            return mean.float()
+        return (mean + (betas[t] * (1 - prev) / (1 - alpha_bar[t])).sqrt() * noise).float()
+
+    def ddim_step(x_t, eps, alpha_bar_t, alpha_bar_prev, eta=0.0, noise=None):
+        a, p = torch.tensor(alpha_bar_t), torch.tensor(alpha_bar_prev)
+        x0 = (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+        sigma = eta * ((1 - p) / (1 - a) * (1 - a / p)).sqrt()
+        out = p.sqrt() * x0 + (1 - p - sigma**2).sqrt() * eps
+        return out + sigma * noise if eta else out
+
+    def sample_with_scheduler(model, scheduler, noise, steps):
+        scheduler.set_timesteps(steps)
+        x = noise * scheduler.init_noise_sigma
+        with torch.no_grad():
+            for t in scheduler.timesteps:
+                eps = model(scheduler.scale_model_input(x, t), t.expand(len(x)))
+                x = scheduler.step(eps, t, x).prev_sample
+        return x
+
+    return locals()
+
+
+@pytest.mark.parametrize("lesson", ["02", "03"])
+def test_lessons_02_03_accept_right_answers_and_reject_stubs(lesson):
+    answers = _lesson02_03_answers()
+
+    def stub(*args, **kwargs):
+        raise NotImplementedError()
+
+    for exercise in exercises_for(lesson):
+        report = exercise.run(answers[exercise.function], include_hidden=True)
+        assert report.passed, str(report)
+        assert exercise.run(stub).score == 0
+
+
+def test_sampling_loop_check_catches_a_missing_init_noise_sigma():
+    from course.checks import lesson03
+
+    def forgetful(model, scheduler, noise, steps):
+        scheduler.set_timesteps(steps)
+        x = noise
+        for t in scheduler.timesteps:
+            x = scheduler.step(model(scheduler.scale_model_input(x, t), t.expand(len(x))), t,
+                               x).prev_sample
+        return x.detach()
+
+    report = lesson03.sample_with_scheduler.run(forgetful)
+    statuses = {c.name: c.status for c in report.cases}
+    assert statuses["DDIMScheduler, 10 steps"] == "pass"  # init_noise_sigma is 1 for DDIM
+    assert statuses["EulerDiscreteScheduler, 10 steps"] == "fail"
+
+
+def test_loss_check_compares_gradients():
+    from course.checks import lesson02
+
+    def detached_model_loss(model, x0, t, noise, betas):
+        alpha_bar = torch.cumprod(1 - betas, 0)[t].view(-1, 1, 1, 1)
+        x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
+        with torch.no_grad():
+            prediction = model(x_t, t)
+        return ((prediction - noise) ** 2).mean().requires_grad_()
+
+    first = lesson02.ddpm_loss.run(detached_model_loss).cases[0]
+    assert first.status == "fail" and "does not depend on the model" in first.message

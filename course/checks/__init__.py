@@ -15,7 +15,7 @@ from importlib import import_module
 from .core import MIME, Case, CaseResult, Exercise, ExerciseReport, compare_tensor, time_limit
 
 #: lesson id -> module name of its checks
-LESSONS = {"00": "lesson00", "01": "lesson01"}
+LESSONS = {"00": "lesson00", "01": "lesson01", "02": "lesson02", "03": "lesson03"}
 
 
 def exercises_for(lesson: str) -> list[Exercise]:

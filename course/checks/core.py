@@ -112,9 +112,20 @@ def compare_tensor(
 
 
 def clone_inputs(inputs: dict[str, Any]) -> dict[str, Any]:
-    """A deep copy, so the learner's function can neither see nor spoil the oracle's inputs."""
-    return {k: (v.clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v))
-            for k, v in inputs.items()}
+    """A copy, so the learner's function can neither see nor spoil the oracle's inputs.
+
+    Modules are shared rather than copied: a loss is checked by its gradient with respect to
+    the very parameters the learner's code used.
+    """
+
+    def copy_of(value):
+        if isinstance(value, torch.Tensor):
+            return value.clone()
+        if isinstance(value, torch.nn.Module):
+            return value
+        return copy.deepcopy(value)
+
+    return {k: copy_of(v) for k, v in inputs.items()}
 
 
 # --------------------------------------------------------------------------------------------

@@ -123,3 +123,97 @@ def noise_grid(
                 ax.set_ylabel(name, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def image_grid(images: torch.Tensor, ncols: int = 8, titles=None, size: float = 1.1,
+               suptitle: str | None = None) -> Figure:
+    """Images [N, 3, H, W] in [-1, 1] on a grid, optional small titles under each."""
+    n = len(images)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.3),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(to_display(images[i]), interpolation="nearest")
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=6)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_embedding(embedding: torch.Tensor) -> Figure:
+    """A timestep embedding [T, dim] as a heat map: one row per timestep, one column per unit."""
+    fig, ax = plt.subplots(figsize=(7, 3))
+    image = ax.imshow(embedding.T, aspect="auto", cmap="RdBu", vmin=-1, vmax=1,
+                      interpolation="nearest")
+    ax.set(xlabel="timestep t", ylabel="embedding dimension",
+           title="cosines (top half) and sines (bottom half), fast to slow frequencies")
+    fig.colorbar(image, ax=ax, fraction=0.03)
+    fig.tight_layout()
+    return fig
+
+
+def plot_losses(curves: dict, window: int = 25) -> Figure:
+    """Training losses, raw and smoothed by a moving average of ``window`` steps."""
+    fig, ax = plt.subplots(figsize=(7, 3))
+    for name, losses in curves.items():
+        losses = torch.as_tensor(losses, dtype=torch.float32)
+        line, = ax.plot(losses, alpha=0.25)
+        if len(losses) >= window:
+            smooth = losses.unfold(0, window, 1).mean(1)
+            ax.plot(torch.arange(window - 1, len(losses)), smooth, color=line.get_color(),
+                    label=name)
+        else:
+            line.set_label(name)
+            line.set_alpha(1)
+    ax.set(xlabel="training step", ylabel="MSE(eps, eps_theta)", yscale="log")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def trajectory_figure(timesteps, x_t: torch.Tensor, x0_hat: torch.Tensor, index: int,
+                      n_show: int = 6) -> Figure:
+    """One snapshot of a sampling run: x_t (top row) and the model's guess of x_0 (bottom).
+
+    x_t, x0_hat: [K, N, 3, H, W] snapshots; ``index`` picks one of the K.
+    """
+    n_show = min(n_show, x_t.shape[1])
+    fig, axes = plt.subplots(2, n_show, figsize=(1.3 * n_show, 3.0), squeeze=False)
+    t = timesteps[index]
+    for j in range(n_show):
+        for row, images in enumerate((x_t, x0_hat)):
+            ax = axes[row, j]
+            ax.imshow(to_display(images[index, j]), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        if j == 0:
+            axes[0, 0].set_ylabel("$x_t$", fontsize=10)
+            axes[1, 0].set_ylabel(r"$\hat x_0$", fontsize=10)
+    label = "final image" if t < 0 else f"t = {t}"
+    fig.suptitle(f"{label}   (step {index} of {len(timesteps) - 1})", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def quality_vs_time(rows: list[dict]) -> Figure:
+    """Scheduler comparison: quality (share of clean samples) against seconds per image.
+
+    rows: dicts with keys scheduler, steps, seconds_per_image, clean.
+    """
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for name in dict.fromkeys(r["scheduler"] for r in rows):
+        mine = [r for r in rows if r["scheduler"] == name]
+        ax.plot([r["seconds_per_image"] for r in mine], [100 * r["clean"] for r in mine],
+                marker="o", label=name)
+        for r in mine:
+            ax.annotate(str(r["steps"]), (r["seconds_per_image"], 100 * r["clean"]),
+                        textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set(xscale="log", xlabel="seconds per image (log scale)", ylabel="clean samples (%)",
+           title="quality against time; labels are step counts")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,155 @@
+"""The U-Net, the reverse steps, the sampling loops, training and checkpoints."""
+
+import pytest
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    PNDMScheduler,
+)
+from diffusers.models.embeddings import get_timestep_embedding
+
+from course.diffusion import alpha_bars, ddim_step, ddpm_step, make_beta_schedule, predict_x0
+from course.models import checkpoint_info, load_unet, save_unet
+from course.nets import TinyUNet, UNetConfig, timestep_embedding
+from course.sampling import ddim_sample, ddpm_sample, respace, scheduler_sample
+from course.train import DDPMRecipe, ddpm_loss, train_ddpm
+
+SMALL = UNetConfig(channels=(8, 16), attention=(False, True), time_dim=32, groups=4, heads=2)
+
+
+def test_timestep_embedding_matches_diffusers():
+    t = torch.tensor([0, 3, 250, 999])
+    expected = get_timestep_embedding(t, 64, flip_sin_to_cos=True, downscale_freq_shift=0)
+    torch.testing.assert_close(timestep_embedding(t, 64), expected)
+    with pytest.raises(ValueError, match="even"):
+        timestep_embedding(t, 7)
+
+
+def test_unet_maps_images_to_noise_shaped_outputs():
+    unet = TinyUNet(UNetConfig())
+    x = torch.randn(3, 3, 32, 32)
+    out = unet(x, torch.tensor([0, 500, 999]))
+    assert out.shape == x.shape
+    assert torch.equal(out, torch.zeros_like(out))  # zero-initialised output layer
+    assert 0.9e6 < sum(p.numel() for p in unet.parameters()) < 1.5e6
+    # timesteps change the answer once the output layer is trained away from zero
+    torch.nn.init.normal_(unet.conv_out.weight, std=0.1)
+    a, b = unet(x[:1], torch.tensor([10])), unet(x[:1], torch.tensor([900]))
+    assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("t", [999, 400, 1, 0])
+def test_ddpm_step_matches_diffusers(t):
+    betas = make_beta_schedule("linear", 1000)
+    scheduler = DDPMScheduler(num_train_timesteps=1000, clip_sample=False)
+    gen = torch.Generator().manual_seed(t)
+    x, eps = torch.randn(2, 3, 8, 8, generator=gen), torch.randn(2, 3, 8, 8, generator=gen)
+    expected = scheduler.step(eps, t, x, generator=torch.Generator().manual_seed(7)).prev_sample
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(ddpm_step(x, eps, t, betas, noise=z), expected, atol=5e-4,
+                               rtol=1e-3)
+    with pytest.raises(ValueError):
+        ddpm_step(x, eps, 1000, betas)
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_ddim_step_matches_diffusers(eta):
+    scheduler = DDIMScheduler(num_train_timesteps=1000, clip_sample=False)
+    scheduler.set_timesteps(10)
+    gen = torch.Generator().manual_seed(0)
+    x, eps, z = (torch.randn(2, 3, 8, 8, generator=gen) for _ in range(3))
+    for t in scheduler.timesteps.tolist():
+        prev = t - 100
+        a_prev = scheduler.alphas_cumprod[prev] if prev >= 0 else scheduler.final_alpha_cumprod
+        expected = scheduler.step(eps, t, x, eta=eta, variance_noise=z).prev_sample
+        got = ddim_step(x, eps, scheduler.alphas_cumprod[t], a_prev, eta=eta, noise=z)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_predict_x0_inverts_the_forward_jump():
+    alpha_bar = torch.tensor([0.9, 0.1])
+    x0, eps = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    x_t = alpha_bar.sqrt().view(-1, 1, 1, 1) * x0 + (1 - alpha_bar).sqrt().view(-1, 1, 1, 1) * eps
+    torch.testing.assert_close(predict_x0(x_t, eps, alpha_bar), x0, atol=1e-5, rtol=1e-5)
+
+
+def test_respace_keeps_alpha_bar_at_the_kept_steps():
+    betas = make_beta_schedule("linear", 1000)
+    kept, chain = respace(betas, 50)
+    assert kept[0] == 0 and kept[-1] == 999 and len(kept) == 50
+    torch.testing.assert_close(alpha_bars(chain.double()), alpha_bars(betas.double())[kept],
+                               atol=1e-6, rtol=1e-5)
+    assert torch.equal(respace(betas, 1000)[1], betas)
+
+
+class Oracle(torch.nn.Module):
+    """The ideal denoiser when every image is the constant image c: eps = (x_t - sqrt(a) c) / ..."""
+
+    def __init__(self, betas, value=0.5):
+        super().__init__()
+        self.register_buffer("alpha_bar", alpha_bars(betas.double()).float())
+        self.value = value
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, t):
+        a = self.alpha_bar[t.round().long()].view(-1, 1, 1, 1)
+        return (x - a.sqrt() * self.value) / (1 - a).sqrt()
+
+
+def test_samplers_recover_the_data_with_a_perfect_model():
+    betas = make_beta_schedule("linear", 1000)
+    model = Oracle(betas)
+    images, trajectory = ddpm_sample(model, 4, betas, size=8, steps=100, snapshots=5,
+                                     generator=torch.Generator().manual_seed(0), progress=False)
+    assert (images - 0.5).abs().max() < 0.05
+    assert trajectory.x_t.shape == (6, 4, 3, 8, 8) and trajectory.timesteps[-1] == -1
+    start = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    assert (ddim_sample(model, start, betas, steps=20) - 0.5).abs().max() < 1e-3
+    assert torch.equal(ddim_sample(model, start, betas, steps=20),
+                       ddim_sample(model, start, betas, steps=20))
+
+
+@pytest.mark.parametrize("kind", [DDPMScheduler, DDIMScheduler, PNDMScheduler,
+                                  EulerDiscreteScheduler, DPMSolverMultistepScheduler])
+def test_scheduler_sample_works_with_every_scheduler(kind):
+    betas = make_beta_schedule("linear", 1000)
+    scheduler = kind(num_train_timesteps=1000, beta_schedule="linear")
+    images = scheduler_sample(Oracle(betas), scheduler, 2, 20, size=8,
+                              generator=torch.Generator().manual_seed(0))
+    assert images.shape == (2, 3, 8, 8)
+    assert (images - 0.5).abs().max() < 0.1, kind.__name__
+
+
+def test_ddpm_loss_is_a_differentiable_scalar():
+    betas = make_beta_schedule("linear", 1000)
+    model = TinyUNet(SMALL)
+    loss = ddpm_loss(model, torch.zeros(4, 3, 8, 8), betas, torch.Generator().manual_seed(0))
+    assert loss.ndim == 0 and loss.requires_grad
+    assert loss.item() == pytest.approx(1.0, abs=0.3)  # zero output: the loss is Var(noise)
+
+
+def test_training_lowers_the_loss_and_round_trips_through_safetensors(tmp_path):
+    images = torch.zeros(64, 3, 8, 8) + 0.5  # a trivially learnable world
+    recipe = DDPMRecipe(steps=40, batch_size=16, lr=3e-3, warmup_steps=5, unet=SMALL)
+    result = train_ddpm(recipe, images=images, progress=False)
+    first, last = sum(result.losses[:5]) / 5, sum(result.losses[-5:]) / 5
+    assert last < 0.7 * first
+    path = save_unet(result.model, tmp_path / "tiny.safetensors", {"final_loss": last})
+    loaded = load_unet(path)
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([3, 700])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, t), result.model(x, t), atol=2e-2, rtol=1e-2)
+    assert checkpoint_info(path)["final_loss"] == pytest.approx(last)
+    assert path.read_bytes()[:8] != b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46"  # not a pickle
+
+
+def test_bundled_model_loads_with_its_record():
+    model = load_unet("ddpm-shapes")
+    assert isinstance(model, TinyUNet) and not model.training
+    info = checkpoint_info("ddpm-shapes")
+    assert info["recipe"]["steps"] >= 1000 and info["train_seconds"] > 0
+    with pytest.raises(FileNotFoundError, match="bundled names"):
+        load_unet("no-such-model")

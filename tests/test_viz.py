@@ -1,0 +1,64 @@
+"""Pictures: the pure render functions, and widgets that redraw when a control moves."""
+
+import torch
+
+from course.data import load_photo
+from course.sampling import Trajectory
+from course.viz import plots, widgets
+
+
+def _png(figure) -> bytes:
+    data = plots.figure_to_png(figure)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return data
+
+
+def test_noising_figure_depends_on_t_and_schedule_only():
+    photo = load_photo(size=32)
+    base = _png(plots.noising_figure(photo, 100))
+    assert base == _png(plots.noising_figure(photo, 100))  # same arguments, same picture
+    assert base != _png(plots.noising_figure(photo, 700))
+    assert base != _png(plots.noising_figure(photo, 100, schedule="squaredcos_cap_v2"))
+
+
+def test_other_figures_render():
+    images = torch.rand(6, 3, 8, 8) * 2 - 1
+    _png(plots.image_grid(images, ncols=3, titles=list("abcdef"), suptitle="grid"))
+    _png(plots.plot_schedules(50))
+    _png(plots.noise_grid(load_photo(size=16), timesteps=(0, 49), T=50))
+    _png(plots.plot_embedding(torch.rand(10, 8) * 2 - 1))
+    _png(plots.plot_losses({"run": [1.0 / (i + 1) for i in range(60)], "short": [0.5, 0.4]}))
+    _png(plots.quality_vs_time([{"scheduler": "DDIM", "steps": s, "seconds_per_image": s / 100,
+                                 "clean": 0.9} for s in (10, 20)]))
+
+
+def _trajectory():
+    x = torch.rand(4, 2, 3, 8, 8) * 2 - 1
+    return Trajectory([999, 500, 0, -1], x, x.flip(0))
+
+
+def test_trajectory_figure_shows_the_chosen_snapshot():
+    tr = _trajectory()
+    first = _png(plots.trajectory_figure(tr.timesteps, tr.x_t, tr.x0_hat, 0))
+    assert first != _png(plots.trajectory_figure(tr.timesteps, tr.x_t, tr.x0_hat, 3))
+
+
+def test_widgets_redraw_when_a_control_moves():
+    noising = widgets.forward_noising_widget(load_photo(size=16), T=100, t=10)
+    trajectory = widgets.trajectory_widget(_trajectory())
+    calls = []
+
+    def sample(eta, steps):
+        calls.append((eta, steps))
+        return torch.full((2, 3, 8, 8), eta * 2 - 1), f"eta={eta}"
+
+    ddim = widgets.ddim_widget(sample)
+    for box, css, value in [(noising, "course-forward-noising", 90),
+                            (trajectory, "course-trajectory", 0), (ddim, "course-ddim", 1.0)]:
+        assert css in box._dom_classes
+        slider, picture = box.children[0].children[0], box.children[1]
+        before = picture.value
+        assert before  # drawn at once, so headless runs show a picture
+        slider.value = value
+        assert picture.value != before
+    assert calls == [(0.0, 20), (1.0, 20)]
