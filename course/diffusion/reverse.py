@@ -50,6 +50,8 @@ def ddpm_step(
     t = int(t)
     if not 0 <= t < len(betas):
         raise ValueError(f"t must lie in [0, {len(betas)}), got {t}")
+    # A 1000-long cumulative product costs microseconds next to a model call; recomputing it keeps
+    # the step a pure function of its arguments (and in float64, unlike a cached float32 copy).
     alpha_bar = alpha_bars(betas.double())
     beta_t = float(betas[t])
     alpha_bar_t = float(alpha_bar[t])
