@@ -143,7 +143,9 @@ def test_training_lowers_the_loss_and_round_trips_through_safetensors(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(x, t), result.model(x, t), atol=2e-2, rtol=1e-2)
     assert checkpoint_info(path)["final_loss"] == pytest.approx(last)
-    assert path.read_bytes()[:8] != b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46"  # not a pickle
+    raw = path.read_bytes()  # safetensors: u64 header length, then a JSON header, then tensors
+    header_length = int.from_bytes(raw[:8], "little")
+    assert raw[8:9] == b"{" and 8 + header_length < len(raw)
 
 
 def test_bundled_model_loads_with_its_record():

@@ -111,6 +111,11 @@ def compare_tensor(
     return None
 
 
+def seeded(seed: int) -> torch.Generator:
+    """A CPU generator with a fixed seed: every case draws the same inputs on every run."""
+    return torch.Generator().manual_seed(seed)
+
+
 def clone_inputs(inputs: dict[str, Any]) -> dict[str, Any]:
     """A copy, so the learner's function can neither see nor spoil the oracle's inputs.
 

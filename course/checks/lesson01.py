@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .core import Case, Exercise, compare_tensor
-
-
-def _seeded(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+from .core import Case, Exercise, compare_tensor, seeded
 
 
 def _ddpm(betas: torch.Tensor):
@@ -34,7 +30,7 @@ def _diffusers_betas(name: str, T: int) -> torch.Tensor:
 
 def _forward_inputs(shape, t, schedule, T=1000, seed=0, dtype=torch.float32, with_noise=True):
     def make():
-        gen = _seeded(seed)
+        gen = seeded(seed)
         x0 = (torch.rand(shape, generator=gen) * 2 - 1).to(dtype)
         inputs = {"x0": x0, "t": t() if callable(t) else t,
                   "betas": _diffusers_betas(schedule, T)}

@@ -10,12 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .core import Case, Exercise, compare_tensor
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
+from .core import Case, Exercise, compare_tensor, seeded
 
 # --------------------------------------------------------------------------------------------
 # Exercise 1: timestep_embedding(t, dim) -> [B, dim]
@@ -41,7 +36,7 @@ timestep_embedding = Exercise(
                                                      "dim": 8}, _verify_embedding,
              hint=_EMBED_HINT),
         Case("a batch of 16 random timesteps, dim = 128",
-             lambda: {"t": torch.randint(0, 1000, (16,), generator=_gen(0)), "dim": 128},
+             lambda: {"t": torch.randint(0, 1000, (16,), generator=seeded(0)), "dim": 128},
              _verify_embedding, hint="cosines first, then sines (diffusers' flip_sin_to_cos=True)"),
         Case("one timestep, dim = 2", lambda: {"t": torch.tensor([500]), "dim": 2},
              _verify_embedding, hidden=True, hint=_EMBED_HINT),
@@ -76,7 +71,7 @@ def _loss_inputs(batch, seed, schedule="linear", T=1000):
     def make():
         from diffusers import DDPMScheduler
 
-        gen = _gen(seed)
+        gen = seeded(seed)
         return {"model": _ProbeModel(seed),
                 "x0": torch.rand(batch, 3, 8, 8, generator=gen) * 2 - 1,
                 "t": torch.randint(0, T, (batch,), generator=gen),
@@ -143,10 +138,10 @@ def _step_case(name, t, seed, schedule="linear", shape=(2, 3, 8, 8), T=1000, hid
     def make():
         from diffusers import DDPMScheduler
 
-        gen = _gen(seed)
+        gen = seeded(seed)
         return {"x_t": torch.randn(shape, generator=gen), "eps": torch.randn(shape, generator=gen),
                 "t": t, "betas": DDPMScheduler(num_train_timesteps=T, beta_schedule=schedule).betas,
-                "noise": torch.randn(shape, generator=_gen(noise_seed))}
+                "noise": torch.randn(shape, generator=seeded(noise_seed))}
 
     def verify(inputs, got):
         from diffusers import DDPMScheduler
@@ -156,7 +151,7 @@ def _step_case(name, t, seed, schedule="linear", shape=(2, 3, 8, 8), T=1000, hid
                                   clip_sample=False, variance_type="fixed_small")
         # diffusers draws its noise from the generator; the same seed draws our ``noise``.
         expected = scheduler.step(inputs["eps"], inputs["t"], inputs["x_t"],
-                                  generator=_gen(noise_seed)).prev_sample
+                                  generator=seeded(noise_seed)).prev_sample
         # float32 round-off is amplified at small t, where 1 - alpha_bar_t is tiny
         return compare_tensor("x_prev", got, expected, atol=5e-4, rtol=1e-3)
 

@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .core import Case, Exercise, compare_tensor
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+from .core import Case, Exercise, compare_tensor, seeded
 
 
 def _ddim(schedule="linear", T=1000, steps=20):
@@ -42,7 +38,7 @@ def _ddim_case(name, index, seed, eta=0.0, schedule="linear", steps=20, shape=(2
 
     def make():
         _, _, alpha_bar_t, alpha_bar_prev = timesteps()
-        gen = _gen(seed)
+        gen = seeded(seed)
         x_t, eps = torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)
         inputs = {"x_t": x_t, "eps": eps, "alpha_bar_t": alpha_bar_t,
                   "alpha_bar_prev": alpha_bar_prev}
@@ -110,7 +106,7 @@ def _scheduler(kind: str):
 def _loop_case(kind, steps, seed, hidden=False, hint=""):
     def make():
         return {"model": _ProbeDenoiser(), "scheduler": _scheduler(kind),
-                "noise": torch.randn(2, 3, 8, 8, generator=_gen(seed)), "steps": steps}
+                "noise": torch.randn(2, 3, 8, 8, generator=seeded(seed)), "steps": steps}
 
     def verify(inputs, got):
         model, scheduler = inputs["model"], _scheduler(kind)
