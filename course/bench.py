@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+#: README sections the benchmark rewrites: speed and memory, and sample quality (slow to measure)
+SECTIONS = {"speed": "bench", "quality": "quality"}
 _PEAK_MARK = "COURSE_PEAK_RSS_KB"
 _PEAK_CELL = (
     "import resource, sys\n"
@@ -120,19 +121,10 @@ def bench_quality(n: int = 256) -> list[dict]:
 
     The last row, DDPM with all 1000 steps, is also the model's own sample quality.
     """
-    from diffusers import (
-        DDIMScheduler,
-        DDPMScheduler,
-        DPMSolverMultistepScheduler,
-        EulerDiscreteScheduler,
-        PNDMScheduler,
-    )
-
     from .models import load_unet
-    from .sampling import compare_schedulers
+    from .sampling import compare_schedulers, module_schedulers
 
-    schedulers = {"DDPM": DDPMScheduler, "DDIM": DDIMScheduler, "PNDM": PNDMScheduler,
-                  "Euler": EulerDiscreteScheduler, "DPM-Solver++": DPMSolverMultistepScheduler}
+    schedulers = module_schedulers()
     rows = compare_schedulers(load_unet("ddpm-shapes"), schedulers, (10, 20, 50), n,
                               reference=("DDPM", 1000))
     return [{"name": f"lesson 02 model: {row['scheduler']}, {row['steps']} steps ({n} images)",
@@ -153,13 +145,15 @@ def to_markdown(rows: list[dict], when: str) -> str:
     return "\n".join(lines)
 
 
-def write_readme(table: str, readme: Path = ROOT / "README.md") -> None:
+def write_readme(table: str, section: str = "speed", readme: Path = ROOT / "README.md") -> None:
+    """Replace one benchmark section of the README (between its start and end markers)."""
+    start, end = f"<!-- {SECTIONS[section]}:start -->", f"<!-- {SECTIONS[section]}:end -->"
     text = readme.read_text(encoding="utf-8")
-    if README_START not in text or README_END not in text:
-        raise ValueError(f"{readme} has no {README_START} ... {README_END} section")
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    readme.write_text(f"{head}{README_START}\n{table}\n{README_END}{tail}", encoding="utf-8")
+    if start not in text or end not in text:
+        raise ValueError(f"{readme} has no {start} ... {end} section")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{table}\n{end}{tail}", encoding="utf-8")
 
 
 def main(argv=None) -> int:
@@ -169,25 +163,33 @@ def main(argv=None) -> int:
     parser.add_argument("--full", action="store_true",
                         help="also full-mode notebooks and the browser slider latency")
     parser.add_argument("--quality", action="store_true",
-                        help="sample quality of the bundled model and the scheduler table")
+                        help="also the sample quality of the bundled model: the scheduler table "
+                        "(about 40 min on 2 CPU cores)")
+    parser.add_argument("--quality-only", action="store_true", help="only the sample quality")
     parser.add_argument("--json", dest="json_path", help="also write the rows as JSON")
-    parser.add_argument("--write-readme", action="store_true", help="update README's table")
+    parser.add_argument("--write-readme", action="store_true",
+                        help="update the README's tables for what was measured")
     args = parser.parse_args(argv)
 
-    repeats = 5 if args.quick else 30
-    rows = [bench_forward_diffusion(repeats * 4), bench_widget_redraw(repeats)]
-    rows += bench_notebooks(fast=True)
-    if args.full:
-        rows += bench_notebooks(fast=False)
-        rows += bench_browser()
-    if args.quality:
-        rows += bench_quality()
-    table = to_markdown(rows, time.strftime("%Y-%m-%d"))
-    print(table)
+    tables = {}
+    if not args.quality_only:
+        repeats = 5 if args.quick else 30
+        rows = [bench_forward_diffusion(repeats * 4), bench_widget_redraw(repeats)]
+        rows += bench_notebooks(fast=True)
+        if args.full:
+            rows += bench_notebooks(fast=False)
+            rows += bench_browser()
+        tables["speed"] = rows
+    if args.quality or args.quality_only:
+        tables["quality"] = bench_quality()
+    today = time.strftime("%Y-%m-%d")
+    for section, rows in tables.items():
+        table = to_markdown(rows, today)
+        print(table, end="\n\n")
+        if args.write_readme:
+            write_readme(table, section)
     if args.json_path:
-        Path(args.json_path).write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
-    if args.write_readme:
-        write_readme(table)
+        Path(args.json_path).write_text(json.dumps({"machine": machine(), **tables}, indent=2))
     return 0
 
 

@@ -137,13 +137,35 @@ def scheduler_sample(model: torch.nn.Module, scheduler, n: int, steps: int, size
     return x.cpu()
 
 
+def module_schedulers() -> dict:
+    """The schedulers of lesson 03's benchmark: display name -> diffusers scheduler factory.
+
+    DPM-Solver++ appears twice: as the deterministic multistep solver (diffusers' default) and as
+    its stochastic variant, which adds fresh noise at every step as DDPM does.
+    """
+    from functools import partial
+
+    from diffusers import (
+        DDIMScheduler,
+        DDPMScheduler,
+        DPMSolverMultistepScheduler,
+        EulerDiscreteScheduler,
+        PNDMScheduler,
+    )
+
+    return {"DDPM": DDPMScheduler, "DDIM": DDIMScheduler, "PNDM": PNDMScheduler,
+            "Euler": EulerDiscreteScheduler, "DPM-Solver++": DPMSolverMultistepScheduler,
+            "DPM-Solver++ (SDE)": partial(DPMSolverMultistepScheduler,
+                                          algorithm_type="sde-dpmsolver++")}
+
+
 def compare_schedulers(model: torch.nn.Module, schedulers: dict, step_counts, n: int,
                        reference=("DDPM", 1000), seed: int = 0, T: int = 1000,
                        beta_schedule: str = "linear", progress: bool = True) -> list[dict]:
     """Quality against time for diffusers schedulers at several step counts.
 
-    ``schedulers`` maps a display name to a scheduler class; each (name, steps) pair, plus the
-    ``reference`` pair, draws ``n`` images from the same seed. Quality is
+    ``schedulers`` maps a display name to a scheduler class or factory; each (name, steps)
+    pair, plus the ``reference`` pair, draws ``n`` images from the same seed. Quality is
     ``course.metrics.sample_quality(images)["clean"]``. Returns one dict per run with keys
     scheduler, steps, seconds_per_image, clean.
     """

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -27,12 +26,12 @@ from .nets import TinyUNet, UNetConfig
 class DDPMRecipe:
     """Everything that decides what ``train_ddpm`` produces (stored with the weights)."""
 
-    steps: int = 2000
-    batch_size: int = 64
-    lr: float = 5e-4
+    steps: int = 5886  # what 270 s on one H200 reached (``--time-limit 270``); hours on a CPU
+    batch_size: int = 256
+    lr: float = 1e-3  # constant after the warm-up, so a longer run extends a shorter one exactly
     warmup_steps: int = 100
-    ema_decay: float = 0.995  # averaged weights sample cleaner images than the last step's
-    dataset_size: int = 8192
+    ema_decay: float = 0.999  # averaged weights sample cleaner images than the last step's
+    dataset_size: int = 32768
     schedule: str = "linear"
     T: int = 1000
     seed: int = 0
@@ -67,21 +66,29 @@ class TrainResult:
     model: torch.nn.Module  # the EMA weights, on the CPU, in eval mode
     losses: list[float]
     seconds: float
-    recipe: DDPMRecipe
+    recipe: DDPMRecipe  # as run: ``steps`` is the number actually taken
+    device: str  # where it trained
 
 
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    # ema = decay * ema + (1 - decay) * model, parameter by parameter
+    # ema = decay * ema + (1 - decay) * model, all parameters in one fused call
     with torch.no_grad():
-        for ema_p, p in zip(ema.parameters(), model.parameters()):
-            ema_p.lerp_(p.detach(), 1 - decay)
+        torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()],
+                             1 - decay)
 
 
 def train_ddpm(recipe: DDPMRecipe, images: torch.Tensor | None = None,
-               progress: bool = True) -> TrainResult:
+               progress: bool = True, on_step=None,
+               time_limit: float | None = None) -> TrainResult:
     """Train a TinyUNet to predict noise; returns its EMA weights and the loss of every step.
 
     images [N, 3, H, W] in [-1, 1]: the training set (the shapes world when None).
+    on_step(step, ema, losses, seconds): called after every step with the EMA model (on the
+    training device), the losses so far and the training time so far; for snapshots.
+    time_limit: stop after this many seconds of training, even short of ``recipe.steps``.
+
+    The learning rate is constant after the warm-up, so the first k steps of any run are exactly
+    a k-step run: a snapshot at step k is what the recipe with ``steps=k`` produces.
     """
     from accelerate import Accelerator
     from tqdm.auto import tqdm
@@ -99,11 +106,8 @@ def train_ddpm(recipe: DDPMRecipe, images: torch.Tensor | None = None,
     ema.load_state_dict(model.state_dict())
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.0)
 
-    def learning_rate(step):  # linear warm-up, then cosine decay to 10%
-        if step < recipe.warmup_steps:
-            return (step + 1) / recipe.warmup_steps
-        progress_ = (step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_))
+    def learning_rate(step):  # linear warm-up, then constant
+        return min(1.0, (step + 1) / recipe.warmup_steps)
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
@@ -111,30 +115,43 @@ def train_ddpm(recipe: DDPMRecipe, images: torch.Tensor | None = None,
     betas = make_beta_schedule(recipe.schedule, recipe.T).to(accelerator.device)
     generator = torch.Generator().manual_seed(recipe.seed + 1 + accelerator.process_index)
 
+    def batches():  # the loader, epoch after epoch
+        while True:
+            yield from loader
+
     losses: list[float] = []
     bar = tqdm(total=recipe.steps, desc="training", disable=not (progress and
                                                                 accelerator.is_main_process))
     start = time.perf_counter()
-    step = 0
-    while step < recipe.steps:
-        for (x0,) in loader:
-            loss = ddpm_loss(model, x0, betas, generator)
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            _ema_update(ema, accelerator.unwrap_model(model), recipe.ema_decay)
-            losses.append(loss.item())
-            step += 1
-            bar.update(1)
-            if step % 50 == 0:
-                bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.4f}")
-            if step >= recipe.steps:
-                break
+    seconds = 0.0
+    for step, (x0,) in enumerate(batches(), start=1):
+        loss = ddpm_loss(model, x0, betas, generator)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        _ema_update(ema, accelerator.unwrap_model(model), recipe.ema_decay)
+        losses.append(loss.item())
+        bar.update(1)
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.4f}")
+        seconds = time.perf_counter() - start
+        if on_step is not None:
+            on_step(step, ema, losses, seconds)
+        if step >= recipe.steps or (time_limit is not None and seconds > time_limit):
+            break
     bar.close()
-    seconds = time.perf_counter() - start
-    return TrainResult(ema.cpu().eval(), losses, seconds, recipe)
+    return TrainResult(ema.cpu().eval(), losses, seconds, replace(recipe, steps=len(losses)),
+                       str(accelerator.device))
+
+
+def training_record(recipe: DDPMRecipe, losses: list[float], seconds: float, device: str) -> dict:
+    """What a checkpoint stores about its training (read back by ``checkpoint_info``)."""
+    tail = losses[-100:]
+    return {"recipe": recipe.to_dict(), "train_seconds": round(seconds, 1),
+            "final_loss": round(sum(tail) / len(tail), 5), "device": device,
+            "torch": torch.__version__}
 
 
 RECIPES = {"ddpm-shapes": DDPMRecipe}
@@ -147,22 +164,34 @@ def main(argv=None) -> int:
     parser.add_argument("name", choices=sorted(RECIPES))
     parser.add_argument("--steps", type=int, help="override the recipe's number of steps")
     parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float)
     parser.add_argument("--out", type=Path, help="where to write the safetensors file "
                         "(default: the package's bundled copy)")
+    parser.add_argument("--snapshot-every", type=int, metavar="N",
+                        help="also write OUT-stepK.safetensors every N steps: each is exactly "
+                        "what --steps K would write")
+    parser.add_argument("--time-limit", type=float, metavar="SECONDS",
+                        help="stop after this much training and write what there is")
     args = parser.parse_args(argv)
 
     recipe = RECIPES[args.name]()
-    if args.steps:
-        recipe.steps = args.steps
-    if args.batch_size:
-        recipe.batch_size = args.batch_size
-    result = train_ddpm(recipe)
+    for key in ("steps", "batch_size", "lr"):
+        if getattr(args, key):
+            setattr(recipe, key, getattr(args, key))
     out = args.out or BUNDLED_DIR / f"{args.name.replace('-', '_')}.safetensors"
-    tail = result.losses[-100:]
-    info = {"recipe": recipe.to_dict(), "train_seconds": round(result.seconds, 1),
-            "final_loss": round(sum(tail) / len(tail), 5),
-            "device": str(result.model.conv_in.weight.device), "torch": torch.__version__}
+    device = str(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+
+    def snapshot(step, ema, losses, seconds):
+        if args.snapshot_every and step % args.snapshot_every == 0 and step < recipe.steps:
+            info = training_record(replace(recipe, steps=step), losses, seconds, device)
+            path = save_unet(ema, out.with_name(f"{out.stem}-step{step}{out.suffix}"), info)
+            print(json.dumps({"step": step, **{k: v for k, v in info.items() if k != "recipe"}}),
+                  f"-> {path}", flush=True)
+
+    result = train_ddpm(recipe, on_step=snapshot, time_limit=args.time_limit)
+    info = training_record(result.recipe, result.losses, result.seconds, result.device)
     save_unet(result.model, out, info)
-    print(json.dumps({k: v for k, v in info.items() if k != "recipe"}))
+    print(json.dumps({"step": result.recipe.steps,
+                      **{k: v for k, v in info.items() if k != "recipe"}}))
     print(f"wrote {out}")
     return 0

@@ -14,8 +14,8 @@ from diffusers.models.embeddings import get_timestep_embedding
 from course.diffusion import alpha_bars, ddim_step, ddpm_step, make_beta_schedule, predict_x0
 from course.models import checkpoint_info, load_unet, save_unet
 from course.nets import TinyUNet, UNetConfig, timestep_embedding
-from course.sampling import ddim_sample, ddpm_sample, respace, scheduler_sample
-from course.train import DDPMRecipe, ddpm_loss, train_ddpm
+from course.sampling import ddim_sample, ddpm_sample, module_schedulers, respace, scheduler_sample
+from course.train import DDPMRecipe, ddpm_loss, main, train_ddpm
 
 SMALL = UNetConfig(channels=(8, 16), attention=(False, True), time_dim=32, groups=4, heads=2)
 
@@ -123,6 +123,22 @@ def test_scheduler_sample_works_with_every_scheduler(kind):
     assert (images - 0.5).abs().max() < 0.1, kind.__name__
 
 
+def test_module_schedulers_include_the_stochastic_dpm_solver():
+    schedulers = module_schedulers()
+    assert list(schedulers) == ["DDPM", "DDIM", "PNDM", "Euler", "DPM-Solver++",
+                                "DPM-Solver++ (SDE)"]
+    deterministic = schedulers["DPM-Solver++"](num_train_timesteps=1000)
+    stochastic = schedulers["DPM-Solver++ (SDE)"](num_train_timesteps=1000)
+    assert deterministic.config.algorithm_type == "dpmsolver++"
+    assert stochastic.config.algorithm_type == "sde-dpmsolver++"
+    betas = make_beta_schedule("linear", 1000)
+    # the SDE variant draws fresh noise: another generator, another image
+    first, second = (scheduler_sample(Oracle(betas), schedulers["DPM-Solver++ (SDE)"](), 1, 10,
+                                      size=8, generator=torch.Generator().manual_seed(seed))
+                     for seed in (0, 1))
+    assert not torch.equal(first, second)
+
+
 def test_ddpm_loss_is_a_differentiable_scalar():
     betas = make_beta_schedule("linear", 1000)
     model = TinyUNet(SMALL)
@@ -148,10 +164,47 @@ def test_training_lowers_the_loss_and_round_trips_through_safetensors(tmp_path):
     assert raw[8:9] == b"{" and 8 + header_length < len(raw)
 
 
+def test_a_snapshot_at_step_k_is_the_k_step_run():
+    images = torch.rand(64, 3, 8, 8) * 2 - 1
+    recipe = DDPMRecipe(steps=6, batch_size=16, warmup_steps=2, unet=SMALL)
+    snapshots = {}
+
+    def keep(step, ema, losses, seconds):
+        snapshots[step] = {k: v.clone() for k, v in ema.state_dict().items()}
+
+    train_ddpm(recipe, images=images, progress=False, on_step=keep)
+    short = train_ddpm(DDPMRecipe(steps=3, batch_size=16, warmup_steps=2, unet=SMALL),
+                       images=images, progress=False)
+    for name, value in short.model.state_dict().items():
+        torch.testing.assert_close(snapshots[3][name], value, rtol=0, atol=0)
+    assert not torch.equal(snapshots[3]["conv_out.weight"], snapshots[6]["conv_out.weight"])
+
+
+def test_time_limit_stops_early_and_records_the_steps_taken():
+    recipe = DDPMRecipe(steps=1000, batch_size=8, unet=SMALL)
+    result = train_ddpm(recipe, images=torch.zeros(32, 3, 8, 8), progress=False, time_limit=0.0)
+    assert len(result.losses) == 1 and result.recipe.steps == 1 and recipe.steps == 1000
+    assert result.device == "cpu"
+
+
+def test_train_command_writes_snapshots_that_record_their_own_step(tmp_path, monkeypatch):
+    monkeypatch.setattr("course.train.RECIPES", {
+        "ddpm-shapes": lambda: DDPMRecipe(batch_size=8, dataset_size=32, warmup_steps=1,
+                                          unet=SMALL)})
+    out = tmp_path / "model.safetensors"
+    assert main(["ddpm-shapes", "--steps", "4", "--snapshot-every", "2", "--out", str(out)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model-step2.safetensors",
+                                                          "model.safetensors"]
+    assert checkpoint_info(tmp_path / "model-step2.safetensors")["recipe"]["steps"] == 2
+    assert checkpoint_info(out)["recipe"]["steps"] == 4
+
+
 def test_bundled_model_loads_with_its_record():
     model = load_unet("ddpm-shapes")
     assert isinstance(model, TinyUNet) and not model.training
     info = checkpoint_info("ddpm-shapes")
-    assert info["recipe"]["steps"] >= 1000 and info["train_seconds"] > 0
+    assert info["train_seconds"] > 0
+    # the plain command ``python -m course train ddpm-shapes`` retrains exactly this recipe
+    assert DDPMRecipe.from_dict(info["recipe"]) == DDPMRecipe()
     with pytest.raises(FileNotFoundError, match="bundled names"):
         load_unet("no-such-model")
