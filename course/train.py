@@ -139,8 +139,12 @@ def train_ddpm(recipe: DDPMRecipe, images: torch.Tensor | None = None,
         seconds = time.perf_counter() - start
         if on_step is not None:
             on_step(step, ema, losses, seconds)
-        if step >= recipe.steps or (time_limit is not None and seconds > time_limit):
+        if step >= recipe.steps:
             break
+        if time_limit is not None:  # every process stops at the same step, or DDP would hang
+            over = torch.tensor(float(seconds > time_limit), device=accelerator.device)
+            if accelerator.reduce(over, "max").item() > 0:
+                break
     bar.close()
     return TrainResult(ema.cpu().eval(), losses, seconds, replace(recipe, steps=len(losses)),
                        str(accelerator.device))
@@ -158,6 +162,8 @@ RECIPES = {"ddpm-shapes": DDPMRecipe}
 
 
 def main(argv=None) -> int:
+    from accelerate import PartialState
+
     from .models import BUNDLED_DIR, save_unet
 
     parser = argparse.ArgumentParser(prog="python -m course train", description=__doc__)
@@ -179,16 +185,20 @@ def main(argv=None) -> int:
         if getattr(args, key):
             setattr(recipe, key, getattr(args, key))
     out = args.out or BUNDLED_DIR / f"{args.name.replace('-', '_')}.safetensors"
-    device = str(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    state = PartialState()  # under ``accelerate launch`` only the main process writes files
 
     def snapshot(step, ema, losses, seconds):
-        if args.snapshot_every and step % args.snapshot_every == 0 and step < recipe.steps:
-            info = training_record(replace(recipe, steps=step), losses, seconds, device)
+        if (args.snapshot_every and step % args.snapshot_every == 0 and step < recipe.steps
+                and state.is_main_process):
+            info = training_record(replace(recipe, steps=step), losses, seconds,
+                                   str(state.device))
             path = save_unet(ema, out.with_name(f"{out.stem}-step{step}{out.suffix}"), info)
             print(json.dumps({"step": step, **{k: v for k, v in info.items() if k != "recipe"}}),
                   f"-> {path}", flush=True)
 
     result = train_ddpm(recipe, on_step=snapshot, time_limit=args.time_limit)
+    if not state.is_main_process:
+        return 0
     info = training_record(result.recipe, result.losses, result.seconds, result.device)
     save_unet(result.model, out, info)
     print(json.dumps({"step": result.recipe.steps,
