@@ -1,14 +1,16 @@
 """Speed and memory of what learners run: ``python -m course bench [--quick] [--write-readme]``.
 
-Measured, never asserted: the numbers land in a table (and, with ``--write-readme``, in the
-README between the ``bench`` markers). Timings are medians of repeated runs on this machine.
+Measured, never asserted: the numbers land in tables (and, with ``--write-readme``, in the
+README: speed between the ``bench`` markers, quality between the ``quality`` markers). Timings are
+medians of repeated runs on this machine.
 
 - the core maths (``forward_diffusion`` on a training-sized batch),
 - one redraw of the lesson 01 widget (what a slider move costs in the kernel),
 - every solution notebook executed in FAST mode: wall time and the kernel's peak memory,
 - with ``--full``: the notebooks in full mode too, and the slider latency in a real browser;
-- with ``--quality``: lesson 03's scheduler table on lesson 02's bundled model, 256 images a row
-  (its DDPM 1000-step row is the model's own sample quality); about 45 minutes on 2 cores.
+- with ``--quality`` (or alone, ``--quality-only``): lesson 03's scheduler table on lesson 02's
+  bundled model, 256 images a row (its DDPM 1000-step row is the model's own sample quality);
+  about 45 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -164,7 +166,7 @@ def main(argv=None) -> int:
                         help="also full-mode notebooks and the browser slider latency")
     parser.add_argument("--quality", action="store_true",
                         help="also the sample quality of the bundled model: the scheduler table "
-                        "(about 40 min on 2 CPU cores)")
+                        "(about 45 min on 2 CPU cores)")
     parser.add_argument("--quality-only", action="store_true", help="only the sample quality")
     parser.add_argument("--json", dest="json_path", help="also write the rows as JSON")
     parser.add_argument("--write-readme", action="store_true",
