@@ -7,7 +7,7 @@ import sys
 
 
 def _build_lessons(args) -> int:
-    from .authoring import build_lessons
+    from .dev.authoring import build_lessons
 
     changed = build_lessons(args.solutions, args.lessons, check=args.check)
     if args.check:
@@ -22,7 +22,7 @@ def _build_lessons(args) -> int:
 
 
 def _store_outputs(args) -> int:
-    from .authoring import store_checked_outputs
+    from .dev.authoring import store_checked_outputs
 
     for path in args.notebooks:
         print(f"{path}: stored the output of {store_checked_outputs(path)} checked cells")
@@ -64,10 +64,13 @@ def main(argv=None) -> int:
     if argv[:1] in (["grade"], ["bench"], ["train"]):  # these parse their own options
         if argv[0] == "grade":
             from .grading import main as command
+        elif argv[0] == "train" and argv[1:2] == ["tiny-sd"]:
+            from .tinysd.train import main as command
+            argv = argv[1:]
         elif argv[0] == "train":
             from .train import main as command
         else:
-            from .bench import main as command
+            from .dev.bench import main as command
         return command(argv[1:])
     args = parser.parse_args(argv)
     return {"build-lessons": _build_lessons, "store-outputs": _store_outputs,

@@ -7,13 +7,19 @@ Two loops, both plain Python over the denoising steps:
 - ``scheduler_sample`` is the loop every 🤗 diffusers pipeline runs, for any of its schedulers
   (lesson 03): ``set_timesteps``, then ``scale_model_input``, the model, and ``step``.
 
+Lesson 03's scheduler comparison lives here too: ``module_schedulers`` (the one list of schedulers
+for the lesson and the benchmark), ``compare_schedulers`` (quality, model evaluations and time per
+image) and ``load_quality_table`` (the comparison measured at full size, shipped as data).
+
 Images are [N, C, H, W]; the model is called as ``model(x_t, t)`` with t a LongTensor [N].
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from inspect import signature
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -102,7 +108,8 @@ def ddim_sample(model: torch.nn.Module, noise: torch.Tensor, betas: torch.Tensor
 
     Timesteps T-1, ..., 0 are evenly spaced ("trailing": the first jump starts at pure noise)
     and the last jump lands on alpha_bar = 1, the clean image. With eta = 0 the result is a
-    deterministic function of ``noise``.
+    deterministic function of ``noise`` (bit for bit on a CPU; on a GPU, only under
+    ``torch.use_deterministic_algorithms(True)``, else equal up to the last bits).
     """
     device = _model_device(model)
     T = len(betas)
@@ -122,11 +129,20 @@ def ddim_sample(model: torch.nn.Module, noise: torch.Tensor, betas: torch.Tensor
 def scheduler_sample(model: torch.nn.Module, scheduler, n: int, steps: int, size: int = 32,
                      channels: int = 3, generator: torch.Generator | None = None,
                      progress: bool = False) -> torch.Tensor:
-    """Sample with any diffusers scheduler in ``steps`` model calls; images [n, C, size, size]."""
+    """Sample ``n`` images [n, C, size, size] with any diffusers scheduler set to ``steps`` steps.
+
+    The model is called once per entry of ``scheduler.timesteps``, which ``set_timesteps(steps)``
+    fills. For most schedulers (DDPM, DDIM, Euler, DPM-Solver++) that is ``steps`` calls, but not
+    for all: ``PNDMScheduler``'s default starts with Runge-Kutta steps (PRK) of four model calls
+    each, so 10 steps cost 19 calls (with ``skip_prk_steps=True``, 11); Heun's method calls the
+    model twice per step but the last (19 calls for 10 steps as well). Wrap the model in
+    :class:`CountingModel` to count the calls (NFE).
+    The start noise, and the fresh noise of stochastic schedulers, come from ``generator``.
+    """
     device = _model_device(model)
     scheduler.set_timesteps(steps)
     x = torch.randn((n, channels, size, size), generator=generator).to(device)
-    x = x * scheduler.init_noise_sigma  # Euler-type schedulers start from a wider Gaussian
+    x = x * scheduler.init_noise_sigma  # an attribute: Euler-type schedulers start wider than 1
     # Stochastic schedulers take a generator; deterministic ones (PNDM, ...) have no such argument.
     extra = {"generator": generator} if "generator" in signature(scheduler.step).parameters else {}
     for t in tqdm(scheduler.timesteps, desc=type(scheduler).__name__, disable=not progress,
@@ -137,11 +153,34 @@ def scheduler_sample(model: torch.nn.Module, scheduler, n: int, steps: int, size
     return x.cpu()
 
 
-def module_schedulers() -> dict:
-    """The schedulers of lesson 03's benchmark: display name -> diffusers scheduler factory.
+class CountingModel(torch.nn.Module):
+    """A noise predictor that counts how often it is called: ``calls`` is the sampler's NFE.
 
-    DPM-Solver++ appears twice: as the deterministic multistep solver (diffusers' default) and as
-    its stochastic variant, which adds fresh noise at every step as DDPM does.
+    NFE, the number of function (model) evaluations, is what a sampler costs: one call of the
+    wrapped model on a batch counts once, since every image in the batch takes that step.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.model(x, t)
+
+
+def module_schedulers() -> dict:
+    """The schedulers of lesson 03 and its benchmark: display name -> diffusers scheduler factory.
+
+    Each factory takes ``num_train_timesteps`` and ``beta_schedule`` (and any other config).
+
+    - PNDM runs with ``skip_prk_steps=True``, as Stable Diffusion's own scheduler config does:
+      only its linear multistep part (PLMS), one model call per step plus one at the start.
+      diffusers' default would begin with Runge-Kutta steps of four calls each (19 calls for
+      10 steps), which compares it with the others at unequal cost.
+    - DPM-Solver++ appears twice: as the deterministic multistep solver (diffusers' default) and
+      as its stochastic variant, which adds fresh noise at every step as DDPM does.
     """
     from functools import partial
 
@@ -153,21 +192,34 @@ def module_schedulers() -> dict:
         PNDMScheduler,
     )
 
-    return {"DDPM": DDPMScheduler, "DDIM": DDIMScheduler, "PNDM": PNDMScheduler,
+    return {"DDPM": DDPMScheduler, "DDIM": DDIMScheduler,
+            "PNDM": partial(PNDMScheduler, skip_prk_steps=True),
             "Euler": EulerDiscreteScheduler, "DPM-Solver++": DPMSolverMultistepScheduler,
             "DPM-Solver++ (SDE)": partial(DPMSolverMultistepScheduler,
                                           algorithm_type="sde-dpmsolver++")}
 
 
+def describe_scheduler(factory) -> str:
+    """``PNDMScheduler(skip_prk_steps=True)`` for a class or a ``functools.partial`` of one."""
+    func = getattr(factory, "func", factory)
+    options = ", ".join(f"{k}={v!r}" for k, v in getattr(factory, "keywords", {}).items())
+    return f"{func.__name__}({options})"
+
+
 def compare_schedulers(model: torch.nn.Module, schedulers: dict, step_counts, n: int,
                        reference=("DDPM", 1000), seed: int = 0, T: int = 1000,
                        beta_schedule: str = "linear", progress: bool = True) -> list[dict]:
-    """Quality against time for diffusers schedulers at several step counts.
+    """Quality, cost and time of diffusers schedulers at several step counts.
 
     ``schedulers`` maps a display name to a scheduler class or factory; each (name, steps)
-    pair, plus the ``reference`` pair, draws ``n`` images from the same seed. Quality is
-    ``course.metrics.sample_quality(images)["clean"]``. Returns one dict per run with keys
-    scheduler, steps, seconds_per_image, clean.
+    pair, plus the ``reference`` pair when given, draws ``n`` images in one batch from the same
+    seed. Returns one dict per run:
+
+    - ``scheduler``, ``steps``: the display name and the ``num_inference_steps`` asked for;
+    - ``nfe``: model calls counted while sampling (not a formula: PNDM, Heun, ... differ);
+    - ``clean``: ``course.metrics.sample_quality(images)["clean"]``, the share of images that
+      are one clean shape;
+    - ``ms_per_image``: wall-clock time of the run divided by ``n``, on the model's device.
     """
     import time
 
@@ -176,13 +228,49 @@ def compare_schedulers(model: torch.nn.Module, schedulers: dict, step_counts, n:
     runs = [(name, steps) for name in schedulers for steps in step_counts]
     if reference:
         runs.append(tuple(reference))
+    counter = CountingModel(model)
+    with torch.no_grad():  # warm-up: the first call pays for allocations and kernel choices
+        device = _model_device(model)
+        model(torch.zeros(n, 3, 32, 32, device=device), torch.zeros(n, dtype=torch.long,
+                                                                    device=device))
     rows = []
     for name, steps in tqdm(runs, desc="schedulers", disable=not progress):
         scheduler = schedulers[name](num_train_timesteps=T, beta_schedule=beta_schedule)
+        counter.calls = 0
         start = time.perf_counter()
-        images = scheduler_sample(model, scheduler, n, steps,
+        images = scheduler_sample(counter, scheduler, n, steps, progress=progress,
                                   generator=torch.Generator().manual_seed(seed))
-        seconds = time.perf_counter() - start
-        rows.append({"scheduler": name, "steps": steps, "seconds_per_image": seconds / n,
-                     "clean": sample_quality(images)["clean"]})
+        seconds = time.perf_counter() - start  # .cpu() at the end waited for the device
+        rows.append({"scheduler": name, "steps": steps, "nfe": counter.calls,
+                     "clean": sample_quality(images)["clean"], "ms_per_image": 1000 * seconds / n})
     return rows
+
+
+#: Lesson 03's scheduler comparison at full size, written by ``python -m course bench --quality``.
+QUALITY_TABLE = Path(__file__).resolve().parent / "assets" / "scheduler_quality.json"
+
+
+def load_quality_table(path: str | Path = QUALITY_TABLE) -> dict:
+    """The shipped scheduler comparison: date, machine, versions, device, n_images, command, rows.
+
+    Rows have the keys of :func:`compare_schedulers`: scheduler, steps, nfe, clean, ms_per_image.
+    """
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def format_rows(rows: list[dict]) -> str:
+    """A comparison table as aligned text: scheduler, steps, NFE, % clean, ms per image."""
+    lines = [f"{'scheduler':<20}{'steps':>6}{'NFE':>6}{'clean':>8}{'ms / image':>12}"]
+    lines += [f"{r['scheduler']:<20}{r['steps']:>6}{r['nfe']:>6}{r['clean']:>8.1%}"
+              f"{r['ms_per_image']:>12.1f}" for r in rows]
+    return "\n".join(lines)
+
+
+def describe_table(table: dict) -> str:
+    """Where a shipped table comes from, in one line: date, machine, versions, size, command."""
+    machine = table["machine"]
+    where = machine.get("gpu") or f"{machine['cpu_count']}-core CPU"
+    versions = ", ".join(f"{k} {v}" for k, v in table["versions"].items())
+    return (f"Measured {table['date']} on {machine['platform']}, {where} "
+            f"(device {table['device']}; {versions}), {table['n_images']} images a row. "
+            f"Reproduce: {table['command']}")

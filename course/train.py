@@ -164,7 +164,7 @@ RECIPES = {"ddpm-shapes": DDPMRecipe}
 def main(argv=None) -> int:
     from accelerate import PartialState
 
-    from .models import BUNDLED_DIR, save_unet
+    from .models import USER_DIR, save_unet
 
     parser = argparse.ArgumentParser(prog="python -m course train", description=__doc__)
     parser.add_argument("name", choices=sorted(RECIPES))
@@ -172,7 +172,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--out", type=Path, help="where to write the safetensors file "
-                        "(default: the package's bundled copy)")
+                        f"(default: {USER_DIR}/NAME.safetensors; load_unet takes that path)")
     parser.add_argument("--snapshot-every", type=int, metavar="N",
                         help="also write OUT-stepK.safetensors every N steps: each is exactly "
                         "what --steps K would write")
@@ -184,7 +184,7 @@ def main(argv=None) -> int:
     for key in ("steps", "batch_size", "lr"):
         if getattr(args, key):
             setattr(recipe, key, getattr(args, key))
-    out = args.out or BUNDLED_DIR / f"{args.name.replace('-', '_')}.safetensors"
+    out = args.out or USER_DIR / f"{args.name.replace('-', '_')}.safetensors"
     state = PartialState()  # under ``accelerate launch`` only the main process writes files
 
     def snapshot(step, ema, losses, seconds):

@@ -7,7 +7,7 @@ import nbformat
 import pytest
 
 from course import REPO_URL
-from course.authoring import (
+from course.dev.authoring import (
     AuthoringError,
     build_lessons,
     lesson_from_solution,

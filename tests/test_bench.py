@@ -1,8 +1,14 @@
-"""The benchmark's README plumbing (the measurements themselves are reported, never asserted)."""
+"""The benchmark's plumbing: README sections, the shipped scheduler table, notebook rows.
+
+The measurements themselves are reported, never asserted.
+"""
+
+import json
 
 import pytest
 
-from course import bench
+from course.dev import bench
+from course.sampling import QUALITY_TABLE, load_quality_table, module_schedulers
 
 README = """# title
 
@@ -16,6 +22,16 @@ text between
 old quality
 <!-- quality:end -->
 """
+
+TABLE = {
+    "what": "a test table", "date": "2026-01-02",
+    "command": "python -m course bench --quality-only",
+    "machine": {"platform": "Linux x86_64", "cpu_count": 2, "gpu": None},
+    "versions": {"python": "3.11", "torch": "2.13", "diffusers": "0.42"}, "device": "cpu",
+    "model": "ddpm-shapes", "n_images": 2, "seed": 0, "schedulers": {"DDPM": "DDPMScheduler()"},
+    "rows": [{"scheduler": "DDPM", "steps": 1000, "nfe": 1000, "clean": 0.5,
+              "ms_per_image": 50.0}],
+}
 
 
 def test_write_readme_replaces_only_its_own_section(tmp_path):
@@ -36,17 +52,90 @@ def test_write_readme_names_a_missing_section(tmp_path):
         bench.write_readme("table", "quality", readme)
 
 
-def test_quality_only_measures_and_writes_only_the_quality_table(tmp_path, monkeypatch, capsys):
+def _readme_in(tmp_path, monkeypatch):
     readme = tmp_path / "README.md"
     readme.write_text(README)
-    rows = [{"name": "lesson 02 model: DDPM, 1000 steps (2 images)", "value": "50.0% clean"}]
-    monkeypatch.setattr(bench, "bench_quality", lambda: rows)
-    monkeypatch.setattr(bench, "bench_notebooks", pytest.fail)  # must not run
     original = bench.write_readme
     monkeypatch.setattr(bench, "write_readme",
                         lambda table, section: original(table, section, readme))
-    assert bench.main(["--quality-only", "--write-readme"]) == 0
+    return readme
+
+
+def test_quality_only_measures_writes_the_asset_and_only_the_quality_table(tmp_path, monkeypatch,
+                                                                           capsys):
+    readme = _readme_in(tmp_path, monkeypatch)
+    monkeypatch.setattr(bench, "bench_quality", lambda *args: TABLE)
+    monkeypatch.setattr(bench, "bench_notebooks", pytest.fail)  # must not run
+    out = tmp_path / "table.json"
+    assert bench.main(["--quality-only", "--write-readme", "--quality-out", str(out)]) == 0
     text = readme.read_text()
-    assert "| lesson 02 model: DDPM, 1000 steps (2 images) | 50.0% clean |" in text
+    assert ("| lesson 02 model: DDPM, 1000 steps (1000 model calls, 2 images) | 50.0% clean "
+            "single shapes, 50.0 ms per image |") in text
+    assert "Measured 2026-01-02 on Linux x86_64, 2 CPU cores" in text
+    assert "`python -m course bench --quality-only`" in text
     assert "old speed" in text
+    assert load_quality_table(out) == TABLE
     assert "50.0% clean" in capsys.readouterr().out
+
+
+def test_quality_from_a_file_rewrites_the_readme_without_measuring(tmp_path, monkeypatch):
+    readme = _readme_in(tmp_path, monkeypatch)
+    monkeypatch.setattr(bench, "bench_quality", pytest.fail)
+    monkeypatch.setattr(bench, "bench_notebooks", pytest.fail)
+    source = tmp_path / "measured.json"
+    source.write_text(bench.dump_table(TABLE))
+    assert bench.main(["--quality-from", str(source), "--write-readme"]) == 0
+    assert "50.0% clean single shapes" in readme.read_text()
+
+
+def test_a_tiny_quality_run_goes_the_whole_way(tmp_path):
+    out = tmp_path / "table.json"
+    assert bench.main(["--quality-only", "--device", "cpu", "--quality-images", "2",
+                       "--quality-steps", "2,3", "--reference-steps", "4",
+                       "--quality-out", str(out)]) == 0
+    table = load_quality_table(out)
+    assert table["device"] == "cpu" and table["n_images"] == 2 and table["model"] == "ddpm-shapes"
+    assert table["command"] == ("python -m course bench --quality-only --device cpu "
+                                "--quality-images 2 --quality-steps 2,3 --reference-steps 4")
+    assert set(table["machine"]) == {"platform", "cpu_count", "gpu"}
+    assert set(table["versions"]) == {"python", "torch", "diffusers"}
+    runs = [(r["scheduler"], r["steps"], r["nfe"]) for r in table["rows"]]
+    assert runs[-1] == ("DDPM", 4, 4)
+    assert ("PNDM", 2, 3) in runs and ("DDIM", 3, 3) in runs  # counted: PLMS starts with one more
+    assert len(runs) == 2 * len(module_schedulers()) + 1
+    assert all(0 <= r["clean"] <= 1 and r["ms_per_image"] > 0 for r in table["rows"])
+    assert json.loads(out.read_text()) == table  # one row a line, still plain JSON
+
+
+def test_the_shipped_table_is_complete_and_matches_the_scheduler_list():
+    table = load_quality_table(QUALITY_TABLE)
+    schedulers = module_schedulers()
+    assert table["model"] == "ddpm-shapes" and table["n_images"] >= 16
+    assert {"date", "command", "machine", "versions", "device", "what"} <= set(table)
+    assert table["command"].startswith("python -m course bench --quality-only")
+    assert list(table["schedulers"]) == list(schedulers)
+    runs = {(r["scheduler"], r["steps"]): r for r in table["rows"]}
+    expected = {(name, steps) for name in schedulers for steps in bench.QUALITY_STEPS}
+    assert set(runs) == expected | {("DDPM", bench.REFERENCE_STEPS)}
+    for (name, steps), row in runs.items():
+        assert row["nfe"] == steps + (name == "PNDM"), (name, steps)
+        assert 0 <= row["clean"] <= 1 and row["ms_per_image"] > 0
+
+
+def test_notebook_rows_name_the_mode_and_the_memory(monkeypatch):
+    monkeypatch.setattr(bench, "run_notebook", lambda path, fast: (12.0, 400.0, None))
+    only = bench.bench_notebooks(fast=False, only="03")
+    assert [row["name"] for row in only] == ["03_ddim_schedulers.ipynb (default)"]
+    names = [row["name"] for row in bench.bench_notebooks(fast=False)]
+    assert "02_unet_ddpm.ipynb (default)" in names
+    assert names[-1] == "all solution notebooks (default)"
+    monkeypatch.setattr(bench, "run_notebook", lambda path, fast: (2.0, 300.0, 512.0))
+    rows = bench.bench_notebooks(fast=True)
+    assert rows[0]["name"].endswith("(FAST)")
+    assert rows[0]["value"] == "2.0 s, kernel peak 300 MB, GPU peak 512 MB"
+
+
+def test_the_peak_memory_cell_reports_the_rss(capsys):
+    exec(bench._PEAK_CELL, {})
+    out = capsys.readouterr().out
+    assert int(out.split(bench._PEAK_MARK)[1].split()[0]) > 0

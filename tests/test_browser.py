@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from course import labdriver
+from course.dev import labdriver
+
+pytestmark = pytest.mark.notebook  # JupyterLab starts kernels
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = REPO_ROOT / "solutions"

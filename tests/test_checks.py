@@ -1,13 +1,27 @@
 """The check machinery: right answers pass, every kind of wrong answer fails with a reason."""
 
 import math
+import random
 import signal
 
+import numpy as np
 import pytest
 import torch
 
 from course.checks import LESSONS, MIME, ExerciseReport, exercises_for, lesson01
-from course.checks.core import Case, Exercise, compare_tensor, time_limit
+from course.checks.core import (
+    EXERCISES,
+    Case,
+    Exercise,
+    Mistake,
+    compare_tensor,
+    hint,
+    next_hint,
+    preserved_rng,
+    reset_hints,
+    same_answer,
+    time_limit,
+)
 
 
 # Right answers, written here (not taken from the package: checks refuse library code).
@@ -68,7 +82,7 @@ def test_exception_in_learner_code_names_the_line():
     first = report.cases[0]
     assert first.status == "error"
     assert "NameError" in first.message and "in broken, line" in first.message
-    assert first.hint  # errors come with the hint
+    assert 'check.hint("forward_diffusion")' in str(report)  # the way to a hint, not the hint
 
 
 def test_wrong_values_shape_dtype_and_nan_are_explained():
@@ -241,9 +255,10 @@ def test_lessons_02_03_accept_right_answers_and_reject_stubs(lesson):
         raise NotImplementedError()
 
     for exercise in exercises_for(lesson):
-        report = exercise.run(answers[exercise.function], include_hidden=True)
-        assert report.passed, str(report)
         assert exercise.run(stub).score == 0
+        if exercise.function in answers:  # exercises added since are tested with their lesson
+            report = exercise.run(answers[exercise.function], include_hidden=True)
+            assert report.passed, str(report)
 
 
 def test_sampling_loop_check_catches_a_missing_init_noise_sigma():
@@ -275,3 +290,289 @@ def test_loss_check_compares_gradients():
 
     first = lesson02.ddpm_loss.run(detached_model_loss).cases[0]
     assert first.status == "fail" and "does not depend on the model" in first.message
+
+
+# --------------------------------------------------------------------------------------------
+# Tiered help: the symptom with its index, a known mistake by name, hints on request
+# --------------------------------------------------------------------------------------------
+
+
+def test_mismatch_gives_a_tensor_index_not_a_flat_one():
+    expected = torch.zeros(2, 3, 8, 8)
+    got = expected.clone()
+    got[0, 2, 5, 7] = 1.0
+    problem = compare_tensor("x", got, expected)
+    assert "at index (b=0, c=2, h=5, w=7)" in problem and "differ in 1 of 384" in problem
+    matrix = torch.zeros(2, 4)
+    wrong = matrix.clone()
+    wrong[1, 3] = 5.0
+    assert "at index (1, 3)" in compare_tensor("m", wrong, matrix)
+    with_nan = expected.clone()
+    with_nan[1, 0, 2, 3] = float("nan")
+    assert "the first at index (b=1, c=0, h=2, w=3)" in compare_tensor("x", with_nan, expected)
+
+
+def l2_norm(x):
+    """The right answer to the toy exercise below."""
+    return x.pow(2).sum(-1).sqrt()
+
+
+def _norm_exercise(**extra):
+    def verify(inputs, got):
+        return compare_tensor("norm", got, torch.linalg.vector_norm(inputs["x"], dim=-1))
+
+    def make():
+        return {"x": torch.randn(3, 5, generator=torch.Generator().manual_seed(0))}
+
+    options = {"mistakes": [
+        Mistake("no square root", lambda x: x.pow(2).sum(-1),
+                "the sum of squares is the squared length, one step short."),
+        Mistake("wrong axis", lambda x: x.pow(2).sum(0).sqrt(),
+                "the sum ran over the batch instead of over each vector's entries."),
+    ], "hints": ["A length is a square root of something.", "Sum the squares of each row.",
+                 "return x.pow(2).sum(-1).sqrt()"]}
+    options.update(extra)
+    return Exercise("toy_norm", "l2_norm", [Case("3 vectors of 5", make, verify)], **options)
+
+
+def test_a_wrong_answer_equal_to_a_known_mistake_is_named():
+    exercise = _norm_exercise()
+    report = exercise.run(lambda x: x.pow(2).sum(-1))
+    case = report.cases[0]
+    assert case.status == "fail" and case.mistake == "no square root"
+    text = str(report)
+    symptom = text.index("values differ")
+    named = text.index("This matches a known mistake: no square root — the sum of squares")
+    assert symptom < named < text.index('check.hint("toy_norm")')  # tier 1, tier 2, the way on
+    assert "This matches a known mistake" in report._repr_html_()
+
+
+def test_a_wrong_answer_unlike_every_mistake_names_none():
+    report = _norm_exercise().run(lambda x: x.abs().sum(-1))
+    case = report.cases[0]
+    assert case.status == "fail" and case.mistake == "" and "known mistake" not in str(report)
+    assert _norm_exercise().run(l2_norm).passed
+
+
+def test_mistakes_that_raise_or_loop_match_nothing_and_crash_nothing():
+    def endless(x):
+        while True:
+            pass
+
+    broken = [Mistake("raises", lambda x: 1 / 0, "-"), Mistake("loops", endless, "-"),
+              Mistake("no square root", lambda x: x.pow(2).sum(-1), "one step short.")]
+    exercise = _norm_exercise(mistakes=broken, time_limit=0.5)
+    case = exercise.run(lambda x: x.pow(2).sum(-1)).cases[0]
+    assert case.status == "fail" and case.mistake == ""  # the loop used up the time: no claim
+    assert case.seconds < 2.0 and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    exercise = _norm_exercise(mistakes=broken[:1] + broken[2:])
+    assert exercise.run(lambda x: x.pow(2).sum(-1)).cases[0].mistake == "no square root"
+
+
+def test_mistakes_run_on_untouched_inputs_and_see_the_learners_random_draws():
+    def learner(x):
+        x.mul_(0)  # spoils its own copy: the mistake must still see the original inputs
+        return torch.randn(3)
+
+    exercise = _norm_exercise(mistakes=[Mistake("noise instead of a norm",
+                                                lambda x: torch.randn(3), "random draws.")])
+    case = exercise.run(learner).cases[0]
+    assert "in place" in case.message and case.mistake == "noise instead of a norm"
+
+
+def test_same_answer_compares_tensors_tuples_and_numbers():
+    a = torch.ones(2, 3)
+    assert same_answer(a, a + 1e-6) and not same_answer(a, a + 1e-2)
+    assert not same_answer(a, a.double()) and not same_answer(a, a[0])
+    assert same_answer((a, [a, 2.0]), (a.clone(), [a.clone(), 2.0]))
+    assert not same_answer((a, a), (a,)) and not same_answer(a * float("nan"), a * float("nan"))
+    assert not same_answer("text", "text") and same_answer(None, None)
+
+
+def test_the_solution_is_not_in_the_default_report():
+    exercise = _norm_exercise()
+    bundle = exercise.run(lambda x: x.sum(-1))._repr_mimebundle_()
+    # Older checks keep their per-case hints, which were solution lines: not shown either.
+    old_style = Exercise("toy_old_norm", "old_norm", [
+        Case(case.name, case.make_inputs, case.verify, hint="return x.pow(2).sum(-1).sqrt()")
+        for case in exercise.cases])
+    report = old_style.run(lambda x: x.sum(-1))
+    assert "sqrt()" not in str(report) and "sqrt()" not in report._repr_html_()
+    assert 'check.hint("toy_old_norm")' in str(report)
+    for rendered in (bundle["text/plain"], bundle["text/html"], str(bundle[MIME])):
+        assert exercise.hints[-1] not in rendered and exercise.hints[0] not in rendered
+
+
+def test_hints_advance_one_tier_per_call_and_end_with_the_solution(capsys):
+    exercise = _norm_exercise()
+    reset_hints("toy_norm")
+    shown = [next_hint("toy_norm") for _ in range(4)]
+    assert [h.number for h in shown] == [1, 2, 3, 3]  # asking again repeats the solution
+    assert [h.text for h in shown[:3]] == exercise.hints
+    assert [h.is_solution for h in shown] == [False, False, True, True]
+    assert "solution" in str(shown[2]) and "solution" not in str(shown[0])
+    assert 'check.hint("toy_norm") again' in str(shown[0])
+    reset_hints("toy_norm")
+    hint("toy_norm")  # plain Python: printed
+    exercise.hint()
+    hint(l2_norm)  # the learner's function finds its exercise by name
+    out = capsys.readouterr().out
+    assert exercise.hints[0] in out and exercise.hints[1] in out and "the solution" in out
+    assert "course-hint" in shown[0]._repr_html_()
+
+
+def test_hint_for_an_unknown_name_lists_the_known_ones(capsys):
+    hint("no_such_exercise")
+    out = capsys.readouterr().out
+    assert "no exercise named 'no_such_exercise'" in out
+    assert "forward_diffusion" in out and "Traceback" not in out
+    assert EXERCISES["forward_diffusion"] is lesson01.forward_diffusion
+
+
+def test_older_checks_fall_back_to_their_case_hints():
+    exercise = Exercise("toy_old", "f", [Case("a", dict, hint="first"),
+                                         Case("b", dict, hint="first"),
+                                         Case("c", dict, hint="secret", hidden=True)])
+    reset_hints("toy_old")
+    assert [next_hint(exercise).text for _ in range(3)] == ["first", "first", "first"]
+    assert not next_hint(exercise).is_solution  # only hints written as tiers end in a solution
+    assert "no hints yet" in str(next_hint(Exercise("toy_bare", "g", [])))
+
+
+def test_badly_written_mistakes_and_hints_fail_when_the_lesson_loads():
+    with pytest.raises(TypeError, match="Mistake"):
+        Exercise("toy_bad", "f", [], mistakes=[lambda x: x])
+    with pytest.raises(TypeError, match="hints"):
+        Exercise("toy_bad", "f", [], hints=[""])
+
+
+def test_a_named_mistake_survives_the_json_copy_and_old_json_still_loads():
+    report = _norm_exercise().run(lambda x: x.pow(2).sum(-1))
+    data = report._repr_mimebundle_()[MIME]
+    assert data["cases"][0]["mistake"] == "no square root" and data["hint_tiers"] == 3
+    again = ExerciseReport.from_json(data)
+    assert str(again) == str(report) and again.cases[0].mistake == "no square root"
+    old = {"exercise": "e", "function": "f", "points": 1.0, "passed": False, "score": 0.0,
+           "cases": [{"name": "c", "hidden": False, "status": "fail", "message": "m",
+                      "hint": "h", "seconds": 0.1, "added_later": 1}]}
+    loaded = ExerciseReport.from_json(old)
+    assert loaded.cases[0].mistake == "" and "NOT YET" in str(loaded)
+
+
+# --------------------------------------------------------------------------------------------
+# A check never changes the learner's global random state
+# --------------------------------------------------------------------------------------------
+
+
+def _random_states():
+    return (torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy())
+
+
+def _assert_same_states(before, after, what):
+    assert torch.equal(before[0], after[0]), f"{what} changed torch's global RNG"
+    assert before[1] == after[1], f"{what} changed Python's random state"
+    assert np.array_equal(before[2], after[2]), f"{what} changed NumPy's global RNG"
+
+
+def _greedy(**inputs):
+    """A wrong answer that draws from every global generator, as a learner's code may."""
+    torch.randn(5)
+    random.random()
+    np.random.rand(3)
+    return torch.zeros(1)
+
+
+def _stub(**inputs):
+    raise NotImplementedError()
+
+
+def _as_learner(fn):
+    def learner(**inputs):
+        return fn(**inputs)
+
+    return learner
+
+
+def _answers_for(exercise):
+    right = {**_lesson02_03_answers(), "forward_diffusion": forward_diffusion,
+             "cosine_beta_schedule": cosine_beta_schedule}
+    # The known mistakes make good wrong answers; wrapped, as checks refuse the package's code.
+    answers = [_greedy, _stub] + [_as_learner(m.fn) for m in exercise.mistakes]
+    return answers + ([right[exercise.function]] if exercise.function in right else [])
+
+
+@pytest.mark.parametrize("lesson", sorted(LESSONS))
+def test_checks_leave_the_learners_random_state_alone(lesson):
+    torch.manual_seed(7), random.seed(7), np.random.seed(7)
+    queued_for_cuda = len(getattr(torch.cuda, "_queued_calls", []))
+    for exercise in exercises_for(lesson):
+        for answer in _answers_for(exercise):
+            before = _random_states()
+            report = exercise.run(answer, include_hidden=True)
+            _assert_same_states(before, _random_states(), f"{exercise.name} on {answer}")
+            assert "missing" not in {c.status for c in report.cases}, str(report)
+    # torch.manual_seed before CUDA starts queues a CUDA seeding that would outlive the check
+    assert len(getattr(torch.cuda, "_queued_calls", [])) == queued_for_cuda
+
+
+@pytest.mark.parametrize("lesson", sorted(LESSONS))
+def test_cases_build_their_inputs_without_touching_the_global_rng(lesson):
+    """Cases draw from generators of their own, never from (or into) the global one.
+
+    ``Exercise.run`` would undo it, but a grader or a test that builds a case's inputs directly
+    must not find its random state changed either.
+    """
+    for exercise in exercises_for(lesson):
+        for case in exercise.cases:
+            before = _random_states()
+            case.make_inputs()
+            _assert_same_states(before, _random_states(), f"{exercise.name}: {case.name!r}")
+
+
+def test_preserved_rng_restores_after_an_exception():
+    before = _random_states()
+    with pytest.raises(RuntimeError), preserved_rng():
+        torch.manual_seed(0), random.seed(0), np.random.seed(0)
+        raise RuntimeError
+    _assert_same_states(before, _random_states(), "preserved_rng")
+
+
+# --------------------------------------------------------------------------------------------
+# Calling and judging apart, as the grader does (learner code in the kernel, verdicts outside)
+# --------------------------------------------------------------------------------------------
+
+
+def test_call_reports_what_happened_and_judge_gives_the_verdict():
+    from course.checks.core import Answer
+
+    exercise, case = _norm_exercise(), _norm_exercise().cases[0]
+    inputs = case.make_inputs()
+    answer = exercise.call(lambda x: x.pow(2).sum(-1), case, inputs)
+    assert answer.status == "returned" and answer.changed == []
+    assert torch.equal(inputs["x"], case.make_inputs()["x"])  # the caller's inputs untouched
+    verdict = exercise.judge(case, inputs, answer)
+    assert verdict.status == "fail" and verdict.mistake == "no square root"
+    # The grader rebuilds the answer from the data the kernel sent back.
+    handed_back = Answer("returned", l2_norm(case.make_inputs()["x"]))
+    assert exercise.judge(case, inputs, handed_back).passed
+    assert exercise.judge(case, inputs, Answer("returned", inputs["x"], changed=["x"])).status \
+        == "fail"
+    for status in ("error", "timeout", "not implemented", "missing"):
+        assert exercise.judge(case, inputs, Answer(status, message="why")).status == status
+    assert exercise.call(None, case, inputs).status == "missing"
+    before = _random_states()
+    exercise.judge(case, inputs, exercise.call(_greedy, case, inputs))
+    _assert_same_states(before, _random_states(), "call and judge")
+
+
+def test_an_expected_exception_is_reported_as_raised_and_judged_a_pass():
+    raising = Case("t out of range", dict, raises=ValueError)
+    exercise = Exercise("toy_raise", "f", [raising])
+
+    def f():
+        raise ValueError("t must be in [0, T)")
+
+    answer = exercise.call(f, raising, {})
+    assert answer.status == "raised" and "ValueError" in answer.message
+    assert exercise.judge(raising, {}, answer).passed
+    assert exercise.call(lambda: 1 / 0, raising, {}).status == "error"

@@ -5,12 +5,15 @@ import torch
 from diffusers import DDPMScheduler
 
 from course.diffusion import (
+    SCHEDULE_PRESETS,
     SCHEDULES,
+    STABLE_DIFFUSION_BETAS,
     alpha_bars,
     cosine_betas,
     forward_diffusion,
     make_beta_schedule,
     noising_step,
+    preset_schedule,
     snr,
 )
 
@@ -24,11 +27,44 @@ def test_schedules_equal_diffusers(name, T):
     torch.testing.assert_close(got, expected, atol=1e-7, rtol=1e-6)
 
 
-def test_schedule_rejects_unknown_names_and_bad_T():
+@pytest.mark.parametrize("name", ["linear", "scaled_linear"])
+@pytest.mark.parametrize("start, end", [(0.00085, 0.012), (1e-3, 1e-3), (1e-5, 0.5)])
+def test_schedule_endpoints_equal_diffusers(name, start, end):
+    expected = DDPMScheduler(num_train_timesteps=1000, beta_schedule=name, beta_start=start,
+                             beta_end=end).betas
+    got = make_beta_schedule(name, 1000, beta_start=start, beta_end=end)
+    torch.testing.assert_close(got, expected, atol=1e-7, rtol=1e-6)
+
+
+def test_stable_diffusion_schedule_is_scaled_linear_with_its_own_endpoints():
+    betas = make_beta_schedule("scaled_linear", 1000, **STABLE_DIFFUSION_BETAS)
+    assert betas[0].item() == pytest.approx(0.00085) and betas[-1].item() == pytest.approx(0.012)
+    torch.testing.assert_close(preset_schedule("scaled_linear (Stable Diffusion)", 1000), betas)
+    # Lin et al. 2023, table 1: SD's schedule leaves sqrt(alpha_bar_T) = 0.068265 of the image.
+    leftover = alpha_bars(betas.double())[-1].sqrt().item()
+    assert leftover == pytest.approx(0.068265, abs=2e-6)
+    # diffusers' defaults are DDPM's endpoints, for every name: not what SD uses.
+    assert make_beta_schedule("scaled_linear", 1000)[0].item() == pytest.approx(1e-4)
+
+
+def test_presets_cover_every_schedule_once():
+    assert sorted(p["name"] for p in SCHEDULE_PRESETS.values()) == sorted(SCHEDULES)
+    for label, preset in SCHEDULE_PRESETS.items():
+        assert label.startswith(preset["name"] + " (")
+        assert preset_schedule(label, 10).shape == (10,)
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset_schedule("scaled_linear", 10)
+
+
+def test_schedule_rejects_unknown_names_bad_T_and_bad_endpoints():
     with pytest.raises(ValueError, match="unknown schedule"):
         make_beta_schedule("cosine", 10)
     with pytest.raises(ValueError, match="positive int"):
         make_beta_schedule("linear", 0)
+    with pytest.raises(ValueError, match="no beta_start or beta_end"):
+        make_beta_schedule("squaredcos_cap_v2", 10, beta_end=0.012)
+    with pytest.raises(ValueError, match="beta_start <= beta_end"):
+        make_beta_schedule("linear", 10, beta_start=0.02, beta_end=1e-4)
 
 
 def test_cosine_betas_are_capped():

@@ -208,3 +208,96 @@ def test_bundled_model_loads_with_its_record():
     assert DDPMRecipe.from_dict(info["recipe"]) == DDPMRecipe()
     with pytest.raises(FileNotFoundError, match="bundled names"):
         load_unet("no-such-model")
+
+
+# --------------------------------------------------------------------------------------------
+# Lesson 02's checks: right answers pass, each known mistake is named, hints come in tiers
+# --------------------------------------------------------------------------------------------
+
+
+def _as_learner(fn):
+    """``fn`` as if the learner had written it in the notebook (checks refuse package code)."""
+
+    def learner(**kwargs):
+        return fn(**kwargs)
+
+    learner.__module__ = "__main__"
+    return learner
+
+
+def _right_resblock(block, x, t_emb):
+    import torch.nn.functional as F
+
+    h = block.conv1(F.silu(block.norm1(x)))
+    h = h + block.time_proj(F.silu(t_emb))[:, :, None, None]
+    return block.skip(x) + block.conv2(block.dropout(F.silu(block.norm2(h))))
+
+
+def test_resblock_check_accepts_the_right_forward_on_every_case():
+    from course.checks import lesson02
+
+    report = lesson02.resblock_forward.run(_as_learner(_right_resblock), include_hidden=True)
+    assert report.passed, str(report)
+    assert len(report.cases) == 6
+
+
+def test_resblock_check_wants_the_layers_not_the_block():
+    from course.checks import lesson02
+
+    report = lesson02.resblock_forward.run(
+        _as_learner(lambda block, x, t_emb: block(x, t_emb)))
+    assert report.cases[0].status == "error" and "call its layers" in report.cases[0].message
+
+
+@pytest.mark.parametrize("exercise", ["timestep_embedding", "resblock_forward", "ddpm_loss",
+                                      "ddpm_step"])
+def test_lesson02_mistakes_are_named_by_their_checks(exercise):
+    from course.checks import lesson02
+
+    ex = getattr(lesson02, exercise)
+    assert len(ex.mistakes) >= 3
+    for mistake in ex.mistakes:
+        report = ex.run(_as_learner(mistake.fn), include_hidden=True)
+        assert not report.passed, mistake.name
+        named = {c.mistake for c in report.cases if not c.passed} - {""}
+        assert named == {mistake.name}, (mistake.name, str(report))
+
+
+def test_lesson02_hints_end_with_the_solution_line():
+    from course.checks import lesson02
+    from course.checks.core import next_hint, reset_hints
+
+    for ex in lesson02.EXERCISES:
+        assert len(ex.hints) == 3, ex.name
+        reset_hints(ex.name)
+        shown = [next_hint(ex.name) for _ in ex.hints]
+        assert [h.number for h in shown] == [1, 2, 3] and shown[-1].is_solution
+        reset_hints(ex.name)
+    assert "return block.skip(x) + h" in lesson02.resblock_forward.hints[-1]
+    assert "beta_tilde" in lesson02.ddpm_step.hints[-1]
+
+
+def test_lesson02_probe_models_leave_the_global_rng_alone():
+    from course.checks import lesson02
+
+    before = torch.get_rng_state()
+    for ex in lesson02.EXERCISES:
+        for case in ex.cases:
+            case.make_inputs()
+    assert torch.equal(before, torch.get_rng_state())
+
+
+def test_a_right_answer_failed_for_another_reason_is_not_blamed_on_a_mistake():
+    from course.checks import lesson02
+
+    def right_but_spoils_eps(x_t, eps, t, betas, noise=None):
+        alpha_bar = torch.cumprod(1 - betas.double(), 0)
+        prev = alpha_bar[t - 1] if t > 0 else torch.tensor(1.0, dtype=torch.float64)
+        mean = (x_t - betas[t] / (1 - alpha_bar[t]).sqrt() * eps) / (1 - betas[t]).sqrt()
+        out = mean if t == 0 else mean + (betas[t] * (1 - prev) / (1 - alpha_bar[t])).sqrt() * noise
+        eps.zero_()  # the caller's tensor, changed in place
+        return out.float()
+
+    report = lesson02.ddpm_step.run(_as_learner(right_but_spoils_eps), include_hidden=True)
+    assert all(c.status == "fail" and "in place" in c.message for c in report.cases)
+    assert not any(c.mistake for c in report.cases), str(report)

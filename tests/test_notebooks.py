@@ -1,6 +1,8 @@
-"""Execute every notebook: solutions must pass all their checks, lessons must fail all of them.
+"""Execute every notebook once: solutions must pass all their checks and reproduce every output
+marked ``# NBVAL_CHECK_OUTPUT``; lessons must fail every check, only for want of code.
 
-nbval runs separately over solutions/ (``--nbval-lax``; see the Makefile).
+The marked outputs are compared as ``pytest --nbval-lax`` would (stdout text, trailing spaces
+ignored), from the same single run that checks the verdicts.
 """
 
 import nbformat
@@ -11,6 +13,7 @@ from nbclient import NotebookClient
 from course.checks import exercises_for
 from tests.helpers import LESSONS, SOLUTIONS, check_reports, error_outputs
 
+CHECKED_OUTPUT = "# NBVAL_CHECK_OUTPUT"
 NOTEBOOK_TIMEOUT = 600  # seconds per cell; FAST lessons take well under a minute in all
 
 
@@ -27,6 +30,20 @@ def test_solution_runs_and_passes_its_checks(path, tmp_path):
     assert [r for r in reports if not r["passed"]] == []
     lesson = notebook.metadata["course"]["lesson"]
     assert {r["exercise"] for r in reports} == {e.name for e in exercises_for(lesson)}
+    stored = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    ran = [c for c in notebook.cells if c.cell_type == "code"
+           and "injected-parameters" not in c.metadata.get("tags", [])]
+    assert len(stored) == len(ran)
+    for number, (before, after) in enumerate(zip(stored, ran), start=1):
+        if CHECKED_OUTPUT in before.source:
+            assert _stdout(after) == _stdout(before), f"code cell {number} printed otherwise"
+
+
+def _stdout(cell) -> list[str]:
+    """The text a cell printed, line by line, without trailing spaces."""
+    text = "".join(o.get("text", "") for o in cell.outputs
+                   if o.get("output_type") == "stream" and o.get("name") == "stdout")
+    return [line.rstrip() for line in text.rstrip().splitlines()]
 
 
 @pytest.mark.notebook

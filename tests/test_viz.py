@@ -18,7 +18,8 @@ def test_noising_figure_depends_on_t_and_schedule_only():
     base = _png(plots.noising_figure(photo, 100))
     assert base == _png(plots.noising_figure(photo, 100))  # same arguments, same picture
     assert base != _png(plots.noising_figure(photo, 700))
-    assert base != _png(plots.noising_figure(photo, 100, schedule="squaredcos_cap_v2"))
+    for label in plots.SCHEDULE_LABELS[1:]:
+        assert base != _png(plots.noising_figure(photo, 100, schedule=label))
 
 
 def test_other_figures_render():
@@ -62,3 +63,13 @@ def test_widgets_redraw_when_a_control_moves():
         slider.value = value
         assert picture.value != before
     assert calls == [(0.0, 20), (1.0, 20)]
+
+
+def test_noising_widget_offers_each_preset_schedule():
+    noising = widgets.forward_noising_widget(load_photo(size=16), T=100, t=90)
+    choice, picture = noising.children[0].children[1], noising.children[1]
+    assert list(choice.options) == list(plots.SCHEDULE_LABELS)
+    assert choice.value == "linear (DDPM)" and "Stable Diffusion" in choice.options[1]
+    before = picture.value
+    choice.value = plots.SCHEDULE_LABELS[1]
+    assert picture.value != before

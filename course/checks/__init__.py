@@ -4,6 +4,7 @@ In a lesson::
 
     from course.checks import lesson01 as check
     check.forward_diffusion(forward_diffusion)   # shows a verdict per case
+    check.hint("forward_diffusion")              # the next hint, the solution line last
 
 The grader runs the same exercises with their hidden cases (see ``course.grading``).
 """
@@ -12,7 +13,17 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from .core import MIME, Case, CaseResult, Exercise, ExerciseReport, compare_tensor, time_limit
+from .core import (
+    MIME,
+    Case,
+    CaseResult,
+    Exercise,
+    ExerciseReport,
+    Mistake,
+    compare_tensor,
+    hint,
+    time_limit,
+)
 
 #: lesson id -> module name of its checks
 LESSONS = {"00": "lesson00", "01": "lesson01", "02": "lesson02", "03": "lesson03"}
@@ -25,5 +36,5 @@ def exercises_for(lesson: str) -> list[Exercise]:
     return list(import_module(f".{LESSONS[lesson]}", __name__).EXERCISES)
 
 
-__all__ = ["MIME", "Case", "CaseResult", "Exercise", "ExerciseReport", "LESSONS",
-           "compare_tensor", "exercises_for", "time_limit"]
+__all__ = ["MIME", "Case", "CaseResult", "Exercise", "ExerciseReport", "LESSONS", "Mistake",
+           "compare_tensor", "exercises_for", "hint", "time_limit"]

@@ -1,13 +1,16 @@
 """Lesson 00 has no graded exercise; ``to_model_range`` is the demo that shows how checks work.
 
-Oracle: torch's own arithmetic, uint8 [0, 255] -> float32 [-1, 1].
+Oracle: torch's own arithmetic, uint8 [0, 255] -> float32 [-1, 1]. The known mistakes and the
+hints are there to be seen at work: the lesson makes the first mistake on purpose.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .core import Case, Exercise, compare_tensor
+from .core import Case, Exercise, Mistake, compare_tensor, hint
+
+__all__ = ["EXERCISES", "hint", "to_model_range"]
 
 
 def _pixels(shape, seed):
@@ -23,18 +26,43 @@ def _verify(inputs, got):
     return compare_tensor("images", got, expected, atol=1e-6)
 
 
+def _doubled_in_uint8(pixels):
+    return (pixels * 2).to(torch.float32) / 255 - 1  # 200 * 2 wraps round to 144
+
+
+def _only_to_unit_range(pixels):
+    return pixels.to(torch.float32) / 255
+
+
+def _no_shift(pixels):
+    return pixels.to(torch.float32) / 127.5
+
+
 to_model_range = Exercise(
     name="to_model_range",
     function="to_model_range",
     demo=True,
     cases=[
-        Case("a 2x2 RGB image [3, 2, 2]", _pixels((3, 2, 2), 0), _verify,
-             hint="scale [0, 255] to [-1, 1]: pixels / 127.5 - 1, as float32"),
-        Case("a batch [4, 3, 8, 8]", _pixels((4, 3, 8, 8), 1), _verify,
-             hint="convert with .float() before dividing: uint8 arithmetic wraps around"),
+        Case("a 2x2 RGB image [3, 2, 2]", _pixels((3, 2, 2), 0), _verify),
+        Case("a batch [4, 3, 8, 8]", _pixels((4, 3, 8, 8), 1), _verify),
         Case("black and white pixels map to exactly -1 and 1",
-             lambda: {"pixels": torch.tensor([[[0, 255]]], dtype=torch.uint8)}, _verify,
-             hint="0 -> -1.0 and 255 -> 1.0"),
+             lambda: {"pixels": torch.tensor([[[0, 255]]], dtype=torch.uint8)}, _verify),
+    ],
+    mistakes=[
+        Mistake("arithmetic in uint8", _doubled_in_uint8,
+                "the pixels were multiplied while still uint8, which holds only 0 .. 255: "
+                "anything above wraps round (200 * 2 becomes 144)."),
+        Mistake("scaled to [0, 1]", _only_to_unit_range,
+                "the values lie in [0, 1]; the model range is twice as wide and centred on 0."),
+        Mistake("not shifted", _no_shift,
+                "the values lie in [0, 2]: the scale is right, the shift by -1 is missing."),
+    ],
+    hints=[
+        "Map the two ends first: 0 must become -1 and 255 must become 1, with a straight line "
+        "in between.",
+        "Convert to float before any arithmetic (.to(torch.float32)): uint8 holds only "
+        "0 .. 255 and wraps round silently.",
+        "return pixels.to(torch.float32) / 127.5 - 1.0",
     ],
 )
 

@@ -2,10 +2,21 @@
 
 from .forward import forward_diffusion, noising_step
 from .reverse import ddim_step, ddpm_step, predict_x0
-from .schedules import SCHEDULES, alpha_bars, cosine_betas, make_beta_schedule, snr
+from .schedules import (
+    SCHEDULE_PRESETS,
+    SCHEDULES,
+    STABLE_DIFFUSION_BETAS,
+    alpha_bars,
+    cosine_betas,
+    make_beta_schedule,
+    preset_schedule,
+    snr,
+)
 
 __all__ = [
     "SCHEDULES",
+    "SCHEDULE_PRESETS",
+    "STABLE_DIFFUSION_BETAS",
     "alpha_bars",
     "cosine_betas",
     "ddim_step",
@@ -14,5 +25,6 @@ __all__ = [
     "make_beta_schedule",
     "noising_step",
     "predict_x0",
+    "preset_schedule",
     "snr",
 ]

@@ -67,7 +67,8 @@ def forward_diffusion(
     elif noise.shape != x0.shape:
         raise ValueError(f"noise has shape {list(noise.shape)}, x0 has {list(x0.shape)}")
 
-    alpha_bar_t = alpha_bars(betas.to(x0.device, torch.float64))[t.to(x0.device)].to(x0.dtype)
+    # The cumulative product in float64 on the CPU (MPS has no float64), then onto x0's device.
+    alpha_bar_t = alpha_bars(betas.detach().cpu().double())[t.cpu()].to(x0.device, x0.dtype)
     if alpha_bar_t.ndim == 1:  # one per image: [B] -> [B, 1, 1, 1] to broadcast over pixels
         alpha_bar_t = alpha_bar_t.view(-1, *([1] * (x0.ndim - 1)))
     # x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps

@@ -19,25 +19,61 @@ import torch
 
 SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 
+#: diffusers' defaults for ``beta_start`` and ``beta_end``: DDPM's endpoints (Ho et al. 2020).
+DIFFUSERS_BETA_START, DIFFUSERS_BETA_END = 1e-4, 0.02
+
+#: The endpoints Stable Diffusion (v1 and v2) trains its ``scaled_linear`` schedule with, as its
+#: scheduler config on the hub states. They are not diffusers' defaults: pass them explicitly.
+STABLE_DIFFUSION_BETAS = {"beta_start": 0.00085, "beta_end": 0.012}
+
+#: The three schedules the lessons compare, each with the endpoints of the model that made it
+#: known (DDPM, Stable Diffusion; the cosine has none): label -> make_beta_schedule arguments.
+#: A label is what plots and widgets show.
+SCHEDULE_PRESETS = {
+    "linear (DDPM)": {"name": "linear"},
+    "scaled_linear (Stable Diffusion)": {"name": "scaled_linear", **STABLE_DIFFUSION_BETAS},
+    "squaredcos_cap_v2 (cosine)": {"name": "squaredcos_cap_v2"},
+}
+
 
 def make_beta_schedule(
-    name: str, T: int, beta_start: float = 1e-4, beta_end: float = 0.02
+    name: str, T: int, beta_start: float | None = None, beta_end: float | None = None
 ) -> torch.Tensor:
-    """The betas of a named schedule, float32 [T].
+    """The betas of a named schedule, float32 [T]: diffusers' ``beta_schedule``, same values.
 
     - ``linear`` (DDPM, Ho et al. 2020): betas evenly spaced from beta_start to beta_end.
     - ``scaled_linear`` (Stable Diffusion): evenly spaced in sqrt(beta), then squared.
-    - ``squaredcos_cap_v2`` (Nichol & Dhariwal 2021): alpha_bar follows a squared cosine.
+    - ``squaredcos_cap_v2`` (Nichol & Dhariwal 2021): alpha_bar follows a squared cosine; it has
+      no endpoints, so passing beta_start or beta_end raises ValueError.
+
+    ``beta_start`` and ``beta_end`` default, as in diffusers, to DDPM's 1e-4 and 0.02, also for
+    ``scaled_linear``. Stable Diffusion's own values are ``STABLE_DIFFUSION_BETAS``:
+    ``make_beta_schedule("scaled_linear", 1000, **STABLE_DIFFUSION_BETAS)``.
     """
-    if not isinstance(T, int) or T < 1:
+    if not isinstance(T, int) or isinstance(T, bool) or T < 1:
         raise ValueError(f"T must be a positive int, got {T!r}")
-    if name == "linear":
-        return torch.linspace(beta_start, beta_end, T, dtype=torch.float32)
-    if name == "scaled_linear":
-        return torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float32) ** 2
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}; choose one of {SCHEDULES}")
     if name == "squaredcos_cap_v2":
+        if beta_start is not None or beta_end is not None:
+            raise ValueError("squaredcos_cap_v2 is defined by its cosine and has no "
+                             "beta_start or beta_end")
         return cosine_betas(T)
-    raise ValueError(f"unknown schedule {name!r}; choose one of {SCHEDULES}")
+    start = DIFFUSERS_BETA_START if beta_start is None else float(beta_start)
+    end = DIFFUSERS_BETA_END if beta_end is None else float(beta_end)
+    if not 0 < start <= end < 1:
+        raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {start} and {end}")
+    if name == "linear":
+        return torch.linspace(start, end, T, dtype=torch.float32)
+    # scaled_linear: linear in sqrt(beta), then squared
+    return torch.linspace(start**0.5, end**0.5, T, dtype=torch.float32) ** 2
+
+
+def preset_schedule(label: str, T: int) -> torch.Tensor:
+    """The betas [T] of a ``SCHEDULE_PRESETS`` label, e.g. "scaled_linear (Stable Diffusion)"."""
+    if label not in SCHEDULE_PRESETS:
+        raise ValueError(f"unknown preset {label!r}; choose one of {list(SCHEDULE_PRESETS)}")
+    return make_beta_schedule(T=T, **SCHEDULE_PRESETS[label])
 
 
 def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:

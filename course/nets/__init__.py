@@ -1,6 +1,7 @@
 """Teaching networks, one readable file per component."""
 
 from .embedding import timestep_embedding
-from .unet import TinyUNet, UNetConfig
+from .unet import DownBlock, MidBlock, ResBlock, SelfAttention, TinyUNet, UNetConfig, UpBlock
 
-__all__ = ["TinyUNet", "UNetConfig", "timestep_embedding"]
+__all__ = ["DownBlock", "MidBlock", "ResBlock", "SelfAttention", "TinyUNet", "UNetConfig",
+           "UpBlock", "timestep_embedding"]

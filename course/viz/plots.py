@@ -15,7 +15,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ..diffusion import SCHEDULES, alpha_bars, forward_diffusion, make_beta_schedule  # noqa: E402
+from ..diffusion import (  # noqa: E402
+    SCHEDULE_PRESETS,
+    alpha_bars,
+    forward_diffusion,
+    preset_schedule,
+)
 
 
 def to_display(image: torch.Tensor):
@@ -48,14 +53,19 @@ def show_images(images, titles=None, ncols: int | None = None, size: float = 2.0
     return fig
 
 
-def plot_schedules(T: int = 1000, names=SCHEDULES) -> Figure:
-    """alpha_bar_t and log10 SNR(t) of each named schedule, side by side."""
+#: Schedule labels the lesson-01 pictures offer (``course.diffusion.SCHEDULE_PRESETS``).
+SCHEDULE_LABELS = tuple(SCHEDULE_PRESETS)
+DEFAULT_SCHEDULE = SCHEDULE_LABELS[0]
+
+
+def plot_schedules(T: int = 1000, labels=SCHEDULE_LABELS) -> Figure:
+    """alpha_bar_t and log10 SNR(t) of each preset schedule, side by side."""
     fig, (ax_ab, ax_snr) = plt.subplots(1, 2, figsize=(10, 3.5))
     steps = torch.arange(T)
-    for name in names:
-        alpha_bar = alpha_bars(make_beta_schedule(name, T).double())
-        ax_ab.plot(steps, alpha_bar, label=name)
-        ax_snr.plot(steps, torch.log10(alpha_bar / (1 - alpha_bar)), label=name)
+    for label in labels:
+        alpha_bar = alpha_bars(preset_schedule(label, T).double())
+        ax_ab.plot(steps, alpha_bar, label=label)
+        ax_snr.plot(steps, torch.log10(alpha_bar / (1 - alpha_bar)), label=label)
     ax_ab.set(title=r"signal kept: $\bar\alpha_t$", xlabel="timestep t", ylim=(0, 1.02))
     ax_snr.set(title=r"$\log_{10}$ SNR$(t) = \log_{10} \bar\alpha_t / (1-\bar\alpha_t)$",
                xlabel="timestep t")
@@ -66,14 +76,15 @@ def plot_schedules(T: int = 1000, names=SCHEDULES) -> Figure:
 
 
 def noising_figure(
-    image: torch.Tensor, t: int, schedule: str = "linear", T: int = 1000, seed: int = 0
+    image: torch.Tensor, t: int, schedule: str = DEFAULT_SCHEDULE, T: int = 1000, seed: int = 0
 ) -> Figure:
     """x_t of one image beside the histogram of its pixel values.
 
-    The noise is drawn from ``seed`` alone, so moving t rescales one fixed noise pattern
-    instead of flickering between patterns: the picture changes only because t changed.
+    ``schedule`` is a label of ``SCHEDULE_LABELS``. The noise is drawn from ``seed`` alone, so
+    moving t rescales one fixed noise pattern instead of flickering between patterns: the
+    picture changes only because t changed.
     """
-    betas = make_beta_schedule(schedule, T)
+    betas = preset_schedule(schedule, T)
     noise = torch.randn(image.shape, generator=torch.Generator().manual_seed(seed))
     x_t, _ = forward_diffusion(image, t, betas, noise=noise)
     alpha_bar_t = float(alpha_bars(betas.double())[t])
@@ -81,7 +92,7 @@ def noising_figure(
     fig, (ax_img, ax_hist) = plt.subplots(1, 2, figsize=(7.5, 3.2),
                                           gridspec_kw={"width_ratios": [1, 1.3]})
     ax_img.imshow(to_display(x_t))
-    ax_img.set_title(f"$x_{{{t}}}$  ({schedule})", fontsize=10)
+    ax_img.set_title(f"$x_{{{t}}}$, {schedule}", fontsize=9)
     ax_img.axis("off")
 
     grid = torch.linspace(-4, 4, 200)
@@ -99,18 +110,18 @@ def noising_figure(
 def noise_grid(
     image: torch.Tensor,
     timesteps=(0, 50, 100, 250, 500, 750, 999),
-    schedules=SCHEDULES,
+    schedules=SCHEDULE_LABELS,
     T: int = 1000,
     seed: int = 0,
     size: float = 1.6,
 ) -> Figure:
-    """One row per schedule, one column per timestep: the same photo and noise, noised to t."""
+    """One row per preset schedule, one column per timestep: the same photo and noise, noised."""
     noise = torch.randn(image.shape, generator=torch.Generator().manual_seed(seed))
     fig, axes = plt.subplots(len(schedules), len(timesteps),
                              figsize=(size * len(timesteps), size * len(schedules) + 0.3),
                              squeeze=False)
-    for row, name in enumerate(schedules):
-        betas = make_beta_schedule(name, T)
+    for row, label in enumerate(schedules):
+        betas = preset_schedule(label, T)
         for col, t in enumerate(timesteps):
             x_t, _ = forward_diffusion(image, t, betas, noise=noise)
             ax = axes[row, col]
@@ -120,7 +131,7 @@ def noise_grid(
             if row == 0:
                 ax.set_title(f"t = {t}", fontsize=9)
             if col == 0:
-                ax.set_ylabel(name, fontsize=9)
+                ax.set_ylabel(label.replace(" (", "\n("), fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -199,21 +210,25 @@ def trajectory_figure(timesteps, x_t: torch.Tensor, x0_hat: torch.Tensor, index:
     return fig
 
 
-def quality_vs_time(rows: list[dict]) -> Figure:
-    """Scheduler comparison: quality (share of clean samples) against seconds per image.
+def quality_vs_time(rows: list[dict],
+                    title: str = "quality against time; labels are step counts") -> Figure:
+    """Scheduler comparison: quality (share of clean samples) against milliseconds per image.
 
-    rows: dicts with keys scheduler, steps, seconds_per_image, clean.
+    rows: dicts with keys scheduler, steps, clean and ms_per_image (or seconds_per_image).
     """
+
+    def ms(row: dict) -> float:
+        return row["ms_per_image"] if "ms_per_image" in row else 1000 * row["seconds_per_image"]
+
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for name in dict.fromkeys(r["scheduler"] for r in rows):
         mine = [r for r in rows if r["scheduler"] == name]
-        ax.plot([r["seconds_per_image"] for r in mine], [100 * r["clean"] for r in mine],
-                marker="o", label=name)
+        ax.plot([ms(r) for r in mine], [100 * r["clean"] for r in mine], marker="o", label=name)
         for r in mine:
-            ax.annotate(str(r["steps"]), (r["seconds_per_image"], 100 * r["clean"]),
+            ax.annotate(str(r["steps"]), (ms(r), 100 * r["clean"]),
                         textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.set(xscale="log", xlabel="seconds per image (log scale)", ylabel="clean samples (%)",
-           title="quality against time; labels are step counts")
+    ax.set(xscale="log", xlabel="milliseconds per image (log scale)", ylabel="clean samples (%)",
+           title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

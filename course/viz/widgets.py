@@ -12,7 +12,6 @@ from collections.abc import Callable
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
-from ..diffusion import SCHEDULES
 from . import plots
 
 
@@ -33,12 +32,16 @@ def _picture_widget(css_class: str, controls: list, draw: Callable[[], Figure]) 
 
 
 def forward_noising_widget(image, T: int = 1000, seed: int = 0, t: int = 250,
-                           schedule: str = "linear") -> widgets.VBox:
-    """Timestep slider and schedule choice over ``plots.noising_figure`` of ``image`` [3, H, W]."""
+                           schedule: str = plots.DEFAULT_SCHEDULE) -> widgets.VBox:
+    """Timestep slider and schedule choice over ``plots.noising_figure`` of ``image`` [3, H, W].
+
+    The choices are ``plots.SCHEDULE_LABELS``: each schedule as its best-known model uses it.
+    """
     t_slider = widgets.IntSlider(value=t, min=0, max=T - 1, step=1, description="timestep t",
                                  continuous_update=False, layout=widgets.Layout(width="420px"))
-    schedule_choice = widgets.Dropdown(options=list(SCHEDULES), value=schedule,
-                                       description="schedule")
+    schedule_choice = widgets.Dropdown(options=list(plots.SCHEDULE_LABELS), value=schedule,
+                                       description="schedule",
+                                       layout=widgets.Layout(width="360px"))
     return _picture_widget(
         "course-forward-noising", [t_slider, schedule_choice],
         lambda: plots.noising_figure(image, t_slider.value, schedule_choice.value, T=T, seed=seed))

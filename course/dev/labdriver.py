@@ -615,7 +615,7 @@ def measure_slider_latency(notebook_path: str | os.PathLike,
 
 
 if __name__ == "__main__":
-    # python -m course.labdriver NOTEBOOK: time the slider by hand, outside pytest.
+    # python -m course.dev.labdriver NOTEBOOK: time the slider by hand, outside pytest.
     import argparse
 
     parser = argparse.ArgumentParser(description=measure_slider_latency.__doc__.splitlines()[0])

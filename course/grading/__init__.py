@@ -1,0 +1,13 @@
+"""The instructor's grader: ``python -m course grade NOTEBOOK... [--json results.json]``."""
+
+from .grader import (
+    NotebookGrade,
+    format_table,
+    grade_notebook,
+    lesson_of,
+    main,
+    results_json,
+)
+
+__all__ = ["NotebookGrade", "format_table", "grade_notebook", "lesson_of", "main",
+           "results_json"]

@@ -1,0 +1,378 @@
+"""Grade learners' notebooks: ``python -m course grade NOTEBOOK... [--lesson NN] [--json FILE]``.
+
+The learner's code runs only in a sandboxed kernel (:mod:`course.grading.sandbox`); every
+verdict is computed here, in the grader's process, where no learner code ever ran. For each
+notebook the grader
+
+1. takes the lesson from ``--lesson`` or the file name (``01_...``), and reports a notebook whose
+   metadata names another lesson,
+2. reads the exercise functions' source and flags those that reach for the course's reference
+   or the library the check compares with (:mod:`course.grading.source_check`),
+3. runs the notebook's code cells one by one in a fresh kernel (FAST mode, a time limit per cell
+   and per notebook); a cell that kills or hangs the kernel is noted by number, the kernel is
+   restarted and the cells before it replayed, and the run goes on without it,
+4. for every case of every exercise (public and hidden): builds the inputs here, hands the
+   tensors to the kernel as safetensors, asks the kernel to call the learner's function on them
+   and to write back what it returned (safetensors and JSON: data, never code or pickle), and
+   judges that answer here, against the reference libraries. A case that kills or hangs the
+   kernel fails with the reason; the kernel is restarted and the other exercises go on.
+5. scores each exercise from the grader's own table: points times the share of cases passed,
+   zero for a function that borrows the reference.
+
+Results (Gradescope's results.json: ``score`` and ``tests`` of ``name``, ``score``,
+``max_score``, ``output``) are written once, atomically, after every kernel and every process it
+started is gone. Nothing a notebook contains can crash the grader or another notebook's grade.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..checks import ExerciseReport, exercises_for
+from ..checks.core import Answer, CaseResult, Exercise
+from .exchange import ExchangeError, read_value, write_value
+from .sandbox import KernelSandbox, Limits
+from .source_check import find_borrowed
+
+#: Seconds the grader adds to a case's own time limit before it gives up on the kernel.
+CASE_MARGIN = 15.0
+
+#: Sent to the kernel once per kernel start. It defines the one function the grader calls;
+#: whatever the learner's code did to the kernel, the worst it can change is its own answers.
+_RUNNER = '''
+def __course_grader_call(stem):
+    from pathlib import Path
+    from course.checks import exercises_for
+    from course.grading.exchange import read_value, write_value
+    inputs, request = read_value(Path(stem + "-in"))
+    exercise = {e.name: e for e in exercises_for(request["lesson"])}[request["exercise"]]
+    case = exercise.cases[request["case"]]
+    full = case.make_inputs()
+    full.update({k: v for k, v in inputs.items() if k in full})
+    fn = get_ipython().user_ns.get(exercise.function)
+    answer = exercise.call(fn, case, full)
+    write_value(Path(stem + "-out"), answer.value,
+                {"status": answer.status, "message": answer.message, "changed": answer.changed})
+'''
+
+
+@dataclass
+class NotebookGrade:
+    path: str
+    lesson: str | None
+    tests: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def score(self) -> float:
+        return round(sum(t["score"] for t in self.tests), 4)
+
+    @property
+    def max_score(self) -> float:
+        return sum(t["max_score"] for t in self.tests)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.tests) and all(t["score"] == t["max_score"] for t in self.tests)
+
+
+def lesson_of(path, requested: str | None = None) -> str | None:
+    """The lesson to grade ``path`` as: ``requested`` (``--lesson``), else the ``NN_`` prefix."""
+    if requested:
+        return str(requested).zfill(2)
+    match = re.match(r"(\d\d)_", Path(path).name)
+    return match[1] if match else None
+
+
+# --------------------------------------------------------------------------------------------
+# Running the notebook in the sandbox
+# --------------------------------------------------------------------------------------------
+
+
+class NotebookRun:
+    """The learner's code cells in one sandboxed kernel, kept alive across crashes.
+
+    ``bad`` holds the cells that killed or hung the kernel: replays leave them out.
+    """
+
+    def __init__(self, box: KernelSandbox, cells: list[str], limits: Limits, budget: float):
+        self.box, self.cells, self.limits = box, cells, limits
+        self.deadline = time.monotonic() + budget
+        self.bad: set[int] = set()
+        self.ran: list[int] = []  # cells the current kernel has run, in order
+        self.notes: list[str] = []
+        self.runner_defined = False
+
+    def run_all(self) -> None:
+        for number in range(1, len(self.cells) + 1):
+            if time.monotonic() > self.deadline:
+                self.notes.append(f"the notebook's time budget ran out before code cell {number};"
+                                  " later cells were not run")
+                return
+            self._run_cell(number, record=True)
+
+    def _run_cell(self, number: int, record: bool) -> None:
+        timeout = min(self.limits.cell_timeout, max(1.0, self.deadline - time.monotonic()))
+        outcome = self.box.execute(self.cells[number - 1], timeout=timeout)
+        # A cell that filled the memory leaves it full: as bad for what follows as a crash.
+        out_of_memory = outcome.error.startswith("MemoryError")
+        if outcome.status == "error" and record and not out_of_memory:
+            self.notes.append(f"code cell {number} raised {outcome.error}")
+        if outcome.status in ("ok", "error") and not out_of_memory:
+            self.ran.append(number)
+            return
+        self.bad.add(number)
+        if record:
+            what = {"dead": "killed the kernel",
+                    "timeout": f"did not finish ({outcome.error})"}.get(
+                outcome.status, f"ran out of memory (limit {self.limits.memory_mb} MB)")
+            self.notes.append(f"code cell {number} {what}; the grader restarted the kernel and "
+                              "went on without that cell")
+        self.recover()
+
+    def recover(self) -> None:
+        """A fresh kernel with the definitions back: replay the cells that ran, minus bad ones."""
+        replay = [n for n in self.ran if n not in self.bad]
+        self.ran, self.runner_defined = [], False
+        try:
+            self.box.restart()
+        except Exception as error:  # noqa: BLE001 - a kernel that will not start again
+            self.notes.append(f"the kernel could not be restarted: {type(error).__name__}")
+            return
+        for number in replay:
+            if time.monotonic() > self.deadline:
+                break
+            self._run_cell(number, record=False)
+
+    def call(self, stem: str, timeout: float):
+        """Ask the kernel to run one case; the sandbox's Outcome."""
+        if not self.runner_defined:
+            self.box.execute(_RUNNER, timeout=30)
+            self.runner_defined = True
+        return self.box.execute(f"__course_grader_call({stem!r})", timeout=timeout)
+
+
+# --------------------------------------------------------------------------------------------
+# Grading one exercise
+# --------------------------------------------------------------------------------------------
+
+
+def _grade_exercise(run: NotebookRun, lesson: str, exercise: Exercise,
+                    exchange: Path) -> ExerciseReport:
+    report = ExerciseReport(exercise.name, exercise.function, exercise.points,
+                            hint_tiers=len(exercise.hint_tiers()))
+    stop_reason = ""
+    for index, case in enumerate(exercise.cases):
+        if stop_reason:
+            report.cases.append(CaseResult(case.name, case.hidden, "error", stop_reason))
+            continue
+        inputs = case.make_inputs()
+        stem = exchange / f"{exercise.name}-{index}"
+        tensors = {k: v for k, v in inputs.items() if _is_tensor(v)}
+        write_value(Path(f"{stem}-in"), tensors,
+                    {"lesson": lesson, "exercise": exercise.name, "case": index})
+        outcome = run.call(str(stem), timeout=exercise.time_limit + CASE_MARGIN)
+        if outcome.status in ("dead", "timeout"):
+            what = "killed the kernel" if outcome.status == "dead" else \
+                f"hung the kernel ({outcome.error})"
+            stop_reason = (f"not run: {exercise.function} {what} on an earlier case; the "
+                           "grader restarted the kernel")
+            report.cases.append(CaseResult(case.name, case.hidden, "error",
+                                           f"{exercise.function} {what} on this case"))
+            run.recover()
+            continue
+        try:
+            value, document = read_value(Path(f"{stem}-out"))
+            answer = Answer(status=str(document.get("status", "")), value=value,
+                            message=str(document.get("message", ""))[:2000],
+                            changed=[str(c) for c in document.get("changed", [])][:20])
+        except ExchangeError as error:
+            detail = f" ({outcome.error})" if outcome.error else ""
+            report.cases.append(CaseResult(case.name, case.hidden, "error",
+                                           f"no usable answer came back: {error}{detail}"))
+            continue
+        result = exercise.judge(case, inputs, answer)
+        report.cases.append(result)
+        if result.status == "timeout":  # one endless loop is enough to know
+            stop_reason = "not run: an earlier case did not return in time"
+    return report
+
+
+def _is_tensor(value) -> bool:
+    import torch
+
+    return isinstance(value, torch.Tensor)
+
+
+def _test(path: Path, exercise: Exercise, report: ExerciseReport | None, reason: str,
+          borrowed: list) -> dict:
+    name = f"{path}: {exercise.name}"
+    if report is None:
+        return {"name": name, "score": 0.0, "max_score": exercise.points,
+                "output": f"not graded: {reason}"}
+    score = min(max(report.score, 0.0), exercise.points)
+    output = str(report)
+    if borrowed:
+        score = 0.0
+        uses = "; ".join(str(b) for b in borrowed[:3])
+        output = (f"{exercise.function} is scored 0: it uses the course's reference or the "
+                  f"library it is checked against instead of your own code: {uses}\n{output}")
+    return {"name": name, "score": score, "max_score": exercise.points, "output": output}
+
+
+# --------------------------------------------------------------------------------------------
+# Grading a notebook
+# --------------------------------------------------------------------------------------------
+
+
+def _read_cells(path: Path) -> tuple[list[str], str | None]:
+    """The notebook's code cells and the lesson its metadata names; ValueError if unreadable."""
+    import nbformat
+
+    try:
+        if path.stat().st_size > 64 * 1024 * 1024:
+            raise ValueError("the file is larger than 64 MB")
+        notebook = nbformat.read(path, as_version=4)
+        cells = [str(c.source) for c in notebook.cells if c.get("cell_type") == "code"]
+        meta = notebook.metadata.get("course", {})
+        claimed = meta.get("lesson") if isinstance(meta, dict) else None
+        return cells, (str(claimed) if claimed is not None else None)
+    except ValueError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any malformed file
+        raise ValueError(f"{type(error).__name__}: {str(error)[:200]}") from None
+
+
+def grade_notebook(path, lesson: str | None = None, limits: Limits | None = None,
+                   total_timeout: float = 900, fast: bool = True) -> NotebookGrade:
+    """Execute and grade one notebook; never raises for anything the notebook contains."""
+    started = time.monotonic()
+    limits = limits or Limits()
+    path = Path(path)
+    grade = NotebookGrade(str(path), lesson_of(path, lesson))
+    if grade.lesson is None:
+        grade.notes.append(f"cannot tell which lesson {path.name} is: name it NN_... as the "
+                           "lesson is named, or pass --lesson NN")
+        return grade
+    try:
+        exercises = exercises_for(grade.lesson)
+    except KeyError:
+        exercises = []
+    if not exercises:
+        grade.notes.append(f"no graded exercises for lesson {grade.lesson!r} ({path.name})")
+        return grade
+    try:
+        cells, claimed = _read_cells(path)
+    except (ValueError, OSError) as error:
+        reason = f"the notebook could not be read: {error}"
+        grade.notes.append(reason)
+        grade.tests = [_test(path, e, None, reason, []) for e in exercises]
+        return grade
+    if claimed is not None and claimed.zfill(2) != grade.lesson:
+        grade.notes.append(f"the notebook's metadata says lesson {claimed}, but it was graded as "
+                           f"lesson {grade.lesson}, as asked")
+
+    env = {"COURSE_FAST": "1" if fast else "0", "OMP_NUM_THREADS": "1"}
+    reports: dict[str, ExerciseReport] = {}
+    try:
+        with KernelSandbox(limits, env=env) as box:
+            run = NotebookRun(box, cells, limits, budget=total_timeout)
+            run.run_all()
+            for exercise in exercises:
+                reports[exercise.name] = _grade_exercise(run, grade.lesson, exercise,
+                                                         box.exchange)
+            grade.notes += run.notes
+    except Exception as error:  # noqa: BLE001 - the sandbox itself failed; grade what we have
+        grade.notes.append(f"the notebook's kernel failed: {type(error).__name__}: "
+                           f"{str(error)[:200]}")
+    reason = "; ".join(grade.notes) or "the kernel did not start"
+    for exercise in exercises:
+        borrowed = find_borrowed(cells, exercise.function, exercise.oracles)
+        grade.tests.append(_test(path, exercise, reports.get(exercise.name), reason, borrowed))
+    grade.seconds = round(time.monotonic() - started, 1)
+    return grade
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------------
+
+
+def results_json(grades: list[NotebookGrade]) -> dict:
+    """Gradescope's results.json: a total ``score``, the ``tests``, and notes as ``output``."""
+    notes = [f"{g.path}: {note}" for g in grades for note in g.notes]
+    return {
+        "score": round(sum(g.score for g in grades), 4),
+        "tests": [t for g in grades for t in g.tests],
+        "output": "\n".join(notes),
+    }
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: whole or not at all."""
+    path = Path(path)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def format_table(grades: list[NotebookGrade]) -> str:
+    rows = [("notebook", "exercise", "score", "verdict")]
+    for grade in grades:
+        for test in grade.tests:
+            exercise = test["name"].rsplit(": ", 1)[1]
+            verdict = "passed" if test["score"] == test["max_score"] else \
+                test["output"].splitlines()[0][:70]
+            rows.append((grade.path, exercise,
+                         f"{test['score']:g}/{test['max_score']:g}", verdict))
+        if not grade.tests:
+            rows.append((grade.path, "-", "-", grade.notes[0] if grade.notes else ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows]
+    total = sum(g.score for g in grades)
+    maximum = sum(g.max_score for g in grades)
+    lines.append(f"total: {total:g}/{maximum:g}")
+    for grade in grades:
+        for note in grade.notes:
+            lines.append(f"note ({grade.path}): {note}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m course grade",
+                                     description="Execute and grade lesson notebooks.")
+    parser.add_argument("notebooks", nargs="+", help="notebooks to grade")
+    parser.add_argument("--lesson", help="grade every notebook as this lesson (e.g. 01); "
+                        "default: the NN_ prefix of each file name")
+    parser.add_argument("--json", dest="json_path", help="write Gradescope results.json here")
+    parser.add_argument("--cell-timeout", type=float, default=120, help="seconds per cell")
+    parser.add_argument("--timeout", type=float, default=900,
+                        help="seconds for all cells of one notebook")
+    parser.add_argument("--memory-mb", type=int, default=Limits.memory_mb,
+                        help="address-space limit of a notebook's kernel")
+    parser.add_argument("--cpu-seconds", type=int, default=Limits.cpu_seconds,
+                        help="CPU-time limit of a notebook's kernel")
+    parser.add_argument("--full", action="store_true", help="run lessons in full mode, not FAST")
+    args = parser.parse_args(argv)
+    limits = Limits(memory_mb=args.memory_mb, cpu_seconds=args.cpu_seconds,
+                    cell_timeout=args.cell_timeout)
+    grades = [grade_notebook(p, lesson=args.lesson, limits=limits, total_timeout=args.timeout,
+                             fast=not args.full) for p in args.notebooks]
+    print(format_table(grades))
+    if args.json_path:
+        write_atomically(Path(args.json_path), json.dumps(results_json(grades), indent=2) + "\n")
+    return 0 if grades and all(g.passed for g in grades) else 1

@@ -1,0 +1,497 @@
+"""Training tiny Stable Diffusion on the captioned-shapes world, in two stages, on 🤗 accelerate.
+
+Stage 1, the autoencoder. ``AutoencoderKL`` learns to squeeze images x [B, 3, 32, 32] into latents
+z [B, 4, 16, 16] and back:
+
+    L_vae = || D(z) - x ||^2 + kl_weight * KL(q(z | x) || N(0, I)),   z ~ q(z | x) = N(mu, sigma^2)
+
+The KL term is tiny (1e-6): it only keeps the latents from drifting to huge values; the scale of the
+latents is then fixed by ``scaling_factor`` = 1 / std of the latents, as in SD.
+
+Stage 2, the text-conditioned denoiser. The autoencoder is frozen and the training images are
+encoded once: z0 = scaling_factor * mean of q(z | x). SD draws z0 ~ q(z | x) instead, which is
+the same thing for its autoencoder, whose posterior is narrow. This one's is not: with a KL weight
+this small, a latent channel the decoder does not need drifts to the prior N(0, 1), and measured
+over all channels the posterior's std (0.72) exceeded the spread of the means (0.59). Samples would
+teach the denoiser to draw noise that the decoder ignores. With zero-terminal-SNR
+``scaled_linear`` betas (see ``model.py``), a timestep t ~ U{0..T-1} and eps ~ N(0, I):
+
+    z_t = sqrt(alpha_bar_t) z0 + sqrt(1 - alpha_bar_t) eps
+    v   = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) z0                 (the v-prediction target)
+    L   = || v - v_theta(z_t, t, E(tokens(caption))) ||^2
+
+The text encoder E (a ``CLIPTextModel``) is trained jointly with the U-Net from random weights,
+through this same loss. SD used a CLIP encoder pretrained contrastively on image-text pairs and
+kept it frozen; here there are only 60 captions, so what a contrastive encoder would bring (words
+that mean something) the denoising loss teaches directly, and one stage of training less keeps the
+recipe short. Lesson 04 teaches the contrastive loss on its own.
+
+Classifier-free guidance needs the unconditional model too, and it is the same network: with
+probability ``cond_dropout`` (10%), chosen for each sample independently, the caption is replaced
+by the empty prompt "". The sampler's unconditional branch encodes exactly "" (start token, end
+token, padding), so training must drop to that, not to zeros or to a whole batch at once.
+
+``python -m course.tinysd.train [--steps N] [--time-limit S] [--output DIR]`` runs both stages and
+writes the pipeline with ``save_pretrained`` (float16 safetensors) plus ``training.json``. Under
+``accelerate launch`` every process trains on its own batches of ``batch_size``, gradients are
+averaged, and only the main process writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import time
+from copy import deepcopy
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from .bundle import DEFAULT_OUTPUT, save_tiny_pipeline
+from .model import (
+    TinySDConfig,
+    build_pipeline,
+    make_noise_scheduler,
+    make_scheduler,
+    make_text_encoder,
+    make_unet,
+    make_vae,
+    set_latent_scale,
+)
+from .vocab import load_tokenizer
+
+
+@dataclass
+class TinySDRecipe:
+    """Everything that decides what ``train_tiny_sd`` produces (stored with the weights)."""
+
+    model: TinySDConfig = field(default_factory=TinySDConfig)
+    seed: int = 0
+    dataset_size: int = 16384  # images of the "train" split, rendered once, used by both stages
+    # stage 1: the autoencoder
+    vae_steps: int = 800  # its reconstructions were already 100% right after 290 (and 1200)
+    vae_batch_size: int = 64
+    vae_lr: float = 1e-3
+    kl_weight: float = 1e-6
+    vae_time_share: float = 0.2  # of a time limit, the part stage 1 may use
+    # stage 2: U-Net and text encoder
+    steps: int = 1000  # 100% adherence on a CPU probe (600 were enough); ~10 min on 2 cores
+    batch_size: int = 128
+    lr: float = 1e-3
+    lr_schedule: str = "cosine"  # "cosine" decays to 0 at ``steps``; "constant" after warm-up
+    warmup_steps: int = 100
+    cond_dropout: float = 0.1  # per sample: the caption becomes "" (classifier-free guidance)
+    ema_decay: float = 0.0  # 0: no EMA; else decay of an exponential moving average of weights
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TinySDRecipe:
+        data = dict(data)
+        data["model"] = TinySDConfig.from_dict(data["model"])
+        return cls(**data)
+
+
+def drop_captions(captions: list[str], p: float, generator: torch.Generator) -> list[str]:
+    """Conditioning dropout: each caption independently becomes the empty prompt "" with
+    probability ``p`` (a whole-batch coin flip would train the two modes in lumps)."""
+    drop = torch.rand(len(captions), generator=generator) < p
+    return ["" if dropped else text for text, dropped in zip(captions, drop.tolist())]
+
+
+class PromptCache:
+    """Token ids [L] of each prompt, tokenized once as the pipeline does it: padded with
+    <|endoftext|> to ``tokenizer.model_max_length`` and truncated there."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.ids: dict[str, torch.Tensor] = {}
+
+    def __call__(self, prompts: list[str], device=None) -> torch.Tensor:
+        missing = sorted({p for p in prompts if p not in self.ids})
+        if missing:
+            encoded = self.tokenizer(missing, padding="max_length", truncation=True,
+                                     max_length=self.tokenizer.model_max_length,
+                                     return_tensors="pt").input_ids
+            self.ids.update(zip(missing, encoded))
+        return torch.stack([self.ids[p] for p in prompts]).to(device)
+
+
+class LearningRate:
+    """lr(step) = lr * warm-up * decay, set on the optimizer by hand at every step.
+
+    warm-up: linear from lr / warmup to lr over the first ``warmup`` steps; decay: 1 ("constant")
+    or 0.5 (1 + cos(pi * step / horizon)) ("cosine"), reaching 0 at ``horizon``. The horizon is
+    ``recipe.steps``, or, under a time limit, the step the limit is expected to end the run at
+    (``fit_to_time``), so that a timed run also ends with a decayed learning rate.
+    """
+
+    def __init__(self, recipe: TinySDRecipe):
+        if recipe.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f'lr_schedule must be "constant" or "cosine", '
+                             f"got {recipe.lr_schedule!r}")
+        self.lr, self.warmup, self.schedule = recipe.lr, recipe.warmup_steps, recipe.lr_schedule
+        self.horizon = self.horizon_limit = recipe.steps
+
+    def __call__(self, step: int) -> float:
+        warm = min(1.0, step / max(1, self.warmup))
+        if self.schedule == "constant":
+            return self.lr * warm
+        return self.lr * warm * 0.5 * (1 + math.cos(math.pi * min(1.0, step / self.horizon)))
+
+    def fit_to_time(self, step: int, seconds_per_step: float, seconds_left: float,
+                    accelerator) -> None:
+        """Move the horizon to where the time left runs out (the earliest over all processes,
+        which then agree), never beyond ``recipe.steps``."""
+        expected = min(step + int(seconds_left / max(seconds_per_step, 1e-9)), self.horizon_limit)
+        negated = torch.tensor(-float(expected), device=accelerator.device)
+        earliest = -accelerator.reduce(negated, "max").item()  # accelerate has no "min"
+        self.horizon = max(step + 1, int(earliest))
+
+
+class _Clock:
+    """Training time against a limit, agreed on by all processes (or DDP would hang when one
+    stopped alone). Checked every ``every`` steps: each check synchronises the device."""
+
+    def __init__(self, accelerator, limit: float | None, every: int = 10):
+        self.accelerator, self.limit, self.every = accelerator, limit, every
+        self.start = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+    def over(self, step: int) -> bool:
+        if self.limit is None or step % self.every:
+            return False
+        late = torch.tensor(float(self.seconds > self.limit), device=self.accelerator.device)
+        return self.accelerator.reduce(late, "max").item() > 0
+
+
+def _batches(loader):
+    while True:  # the loader, epoch after epoch
+        yield from loader
+
+
+def _ema_update(ema: list[torch.Tensor], params: list[torch.Tensor], decay: float) -> None:
+    # ema = decay * ema + (1 - decay) * param, in one fused call
+    with torch.no_grad():
+        torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
+
+
+class _AutoencoderLoss(torch.nn.Module):
+    """x -> (D(z), KL(q(z | x) || N(0, I)) per image) with z ~ q(z | x): encoding and decoding in
+    one ``forward``, so that a DistributedDataParallel wrapper sees (and synchronises) both."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
+        posterior = self.vae.encode(x).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(
+            posterior.mean.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return self.vae.decode(z).sample, posterior.kl()
+
+
+class _Window:
+    """Mean loss over windows of ``size`` steps, summed on the device (reading a value back
+    synchronises a GPU, so that happens once a window)."""
+
+    def __init__(self, device, size: int = 50):
+        self.size, self.means = size, []
+        self.total, self.count = torch.zeros((), device=device), 0
+
+    def add(self, value: torch.Tensor) -> float | None:
+        self.total += value.detach().float()
+        self.count += 1
+        return self.flush() if self.count == self.size else None
+
+    def flush(self) -> float | None:
+        if self.count == 0:
+            return None
+        self.means.append(round(self.total.item() / self.count, 6))
+        self.total.zero_()
+        self.count = 0
+        return self.means[-1]
+
+
+def train_vae(recipe: TinySDRecipe, images: torch.Tensor, accelerator,
+              time_limit: float | None = None, progress: bool = True) -> dict:
+    """Stage 1 on ``images`` [N, 3, H, W] in [-1, 1]; returns {"vae" (unwrapped, eval, frozen),
+    "losses" (reconstruction MSE, means of 50 steps), "seconds", "steps"}."""
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(recipe.seed)
+    model = _AutoencoderLoss(make_vae(recipe.model))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
+    loader = DataLoader(TensorDataset(images), batch_size=recipe.vae_batch_size, shuffle=True,
+                        drop_last=True, generator=torch.Generator().manual_seed(recipe.seed))
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    generator = torch.Generator(accelerator.device).manual_seed(
+        recipe.seed + accelerator.process_index)
+    clock, window = _Clock(accelerator, time_limit), _Window(accelerator.device)
+    bar = tqdm(total=recipe.vae_steps, desc="stage 1: autoencoder",
+               disable=not (progress and accelerator.is_main_process))
+    step = 0
+    for step, (x,) in enumerate(_batches(loader), start=1):
+        reconstruction, kl = model(x, generator)
+        mse = F.mse_loss(reconstruction, x)
+        loss = mse + recipe.kl_weight * kl.mean()
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if (average := window.add(mse)) is not None:
+            bar.set_postfix(mse=f"{average:.5f}")
+        bar.update(1)
+        if step >= recipe.vae_steps or clock.over(step):
+            break
+    window.flush()
+    bar.close()
+    vae = accelerator.unwrap_model(model).vae.eval().requires_grad_(False)
+    return {"vae": vae, "losses": window.means, "seconds": clock.seconds, "steps": step}
+
+
+@torch.no_grad()
+def encode_images(vae, images: torch.Tensor, device, batch_size: int = 1024) -> torch.Tensor:
+    """The mean of q(z | x) for images [N, 3, H, W]: [N, 4, H / f, W / f], on ``device``."""
+    return torch.cat([vae.encode(chunk.to(device)).latent_dist.mean
+                      for chunk in images.split(batch_size)])
+
+
+def train_denoiser(recipe: TinySDRecipe, vae, images: torch.Tensor, captions: list[str],
+                   accelerator, time_limit: float | None = None, progress: bool = True,
+                   on_step=None) -> dict:
+    """Stage 2: U-Net and text encoder on the frozen ``vae``'s latents of ``images`` with their
+    ``captions``.
+
+    on_step(step, snapshot): called after every step; ``snapshot()`` returns copies of
+    (unet, text_encoder) as they would be saved now (EMA weights when there are), for snapshots
+    and evaluations during training.
+
+    Returns {"unet", "text_encoder", "tokenizer" (unwrapped, eval; the EMA weights when
+    ``recipe.ema_decay`` > 0), "losses", "seconds", "steps", "scaling_factor", "lr_horizon"}.
+    """
+    from tqdm.auto import tqdm
+
+    clock = _Clock(accelerator, time_limit)
+    device = accelerator.device
+    vae.to(device)
+    latents = encode_images(vae, images, device)
+    scaling_factor = set_latent_scale(vae, latents)
+    latents = latents * scaling_factor  # [N, 4, h, w], unit variance
+
+    torch.manual_seed(recipe.seed + 1)
+    tokenizer = load_tokenizer(max_length=recipe.model.text.max_length)
+    prompts = PromptCache(tokenizer)
+    text_encoder = make_text_encoder(recipe.model, tokenizer)
+    unet = make_unet(recipe.model)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
+    learning_rate = LearningRate(recipe)
+    names = sorted(set(captions))
+    index = torch.tensor([names.index(c) for c in captions])
+    loader = DataLoader(TensorDataset(torch.arange(len(captions))), batch_size=recipe.batch_size,
+                        shuffle=True, drop_last=True,
+                        generator=torch.Generator().manual_seed(recipe.seed + 1))
+    unet, text_encoder, optimizer, loader = accelerator.prepare(
+        unet, text_encoder, optimizer, loader)
+    ema = None
+    if recipe.ema_decay > 0:
+        ema = [p.detach().clone() for p in params]
+
+    noise_scheduler = make_noise_scheduler()
+    T = noise_scheduler.config.num_train_timesteps
+    rank = accelerator.process_index
+    noise_generator = torch.Generator(device).manual_seed(recipe.seed + 2 + rank)
+    drop_generator = torch.Generator().manual_seed(recipe.seed + 3 + rank)
+
+    window = _Window(device)
+    bar = tqdm(total=recipe.steps, desc="stage 2: U-Net + text encoder",
+               disable=not (progress and accelerator.is_main_process))
+    step = 0
+    unet.train()
+    text_encoder.train()
+    loop_start = None
+    for step, (rows,) in enumerate(_batches(loader), start=1):
+        if step == 21:  # the first steps are slow (allocation, autotuning): time from here
+            loop_start = time.perf_counter()
+        if (time_limit is not None and loop_start is not None and step % 100 == 0
+                and recipe.lr_schedule == "cosine"):
+            learning_rate.fit_to_time(step, (time.perf_counter() - loop_start) / (step - 21),
+                                      time_limit - clock.seconds, accelerator)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step)
+        rows = rows.to(device)
+        z0 = latents[rows]
+        noise = torch.randn(z0.shape, generator=noise_generator, device=device)
+        t = torch.randint(0, T, (len(rows),), generator=noise_generator, device=device)
+        z_t = noise_scheduler.add_noise(z0, noise, t)
+        v = noise_scheduler.get_velocity(z0, noise, t)  # sqrt(a) eps - sqrt(1 - a) z0
+        batch_captions = drop_captions([names[i] for i in index[rows.cpu()].tolist()],
+                                       recipe.cond_dropout, drop_generator)
+        states = text_encoder(prompts(batch_captions, device))[0]  # [B, L, width]
+        loss = F.mse_loss(unet(z_t, t, encoder_hidden_states=states).sample, v)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:  # warm-up: the average forgets the random start quickly
+            _ema_update(ema, params, min(recipe.ema_decay, (1 + step) / (10 + step)))
+        if (average := window.add(loss)) is not None:
+            bar.set_postfix(loss=f"{average:.4f}")
+        bar.update(1)
+        if on_step is not None:
+            on_step(step, lambda: _snapshot(accelerator, unet, text_encoder, params, ema))
+        if step >= recipe.steps or clock.over(step):
+            break
+    window.flush()
+    bar.close()
+    unet, text_encoder = _snapshot(accelerator, unet, text_encoder, params, ema, copy=False)
+    return {"unet": unet, "text_encoder": text_encoder, "tokenizer": tokenizer,
+            "losses": window.means, "seconds": clock.seconds, "steps": step,
+            "scaling_factor": scaling_factor, "lr_horizon": learning_rate.horizon}
+
+
+def _snapshot(accelerator, unet, text_encoder, params, ema, copy: bool = True):
+    """(unet, text_encoder) unwrapped, in eval mode, holding the EMA weights when there are:
+    copies (training goes on), or the networks themselves (``copy=False``, at the end)."""
+    networks = [accelerator.unwrap_model(unet), accelerator.unwrap_model(text_encoder)]
+    if copy:
+        networks = [deepcopy(n) for n in networks]
+    if ema is not None:
+        own = [p for n in networks for p in n.parameters()]
+        with torch.no_grad():
+            for p, averaged in zip(own, ema):
+                p.copy_(averaged)
+    return [n.eval() for n in networks]
+
+
+@dataclass
+class TinySDResult:
+    pipe: object  # the StableDiffusionPipeline, on the training device, float32
+    record: dict  # what ``training.json`` stores
+
+
+def train_tiny_sd(recipe: TinySDRecipe | None = None, time_limit: float | None = None,
+                  device: str = "auto", mixed_precision: str = "no",
+                  progress: bool = True, on_step=None) -> TinySDResult:
+    """Both stages. ``time_limit`` (seconds) bounds the whole training, data included: stage 1
+    may use ``recipe.vae_time_share`` of it, stage 2 what is left; each stops cleanly at a step.
+
+    device: "auto" (what accelerate picks: the GPUs under ``accelerate launch``), or "cpu".
+    on_step: see ``train_denoiser``.
+    """
+    from accelerate import Accelerator
+
+    from ..data.shapes import shapes_dataset
+
+    recipe = recipe or TinySDRecipe()
+    accelerator = Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision)
+    start = time.perf_counter()
+    images, captions = shapes_dataset(recipe.dataset_size, seed=recipe.seed,
+                                      size=recipe.model.image_size, split="train")
+    vae_limit = None if time_limit is None else recipe.vae_time_share * time_limit
+    stage1 = train_vae(recipe, images, accelerator, vae_limit, progress)
+    left = None if time_limit is None else max(0.0, time_limit - (time.perf_counter() - start))
+    stage2 = train_denoiser(recipe, stage1["vae"], images, captions, accelerator, left, progress,
+                            on_step)
+    seconds = time.perf_counter() - start
+    pipe = build_pipeline(stage1["vae"], stage2["text_encoder"], stage2["tokenizer"],
+                          stage2["unet"], make_scheduler("ddim"))
+    pipe.set_progress_bar_config(disable=True)
+    ran = replace(recipe, vae_steps=stage1["steps"], steps=stage2["steps"])
+    record = training_record(ran, recipe, stage1, stage2, seconds, accelerator, time_limit)
+    return TinySDResult(pipe, record)
+
+
+def training_record(ran: TinySDRecipe, asked: TinySDRecipe, stage1: dict, stage2: dict,
+                    seconds: float, accelerator, time_limit: float | None) -> dict:
+    """The JSON stored next to the weights: the recipe as run (steps actually taken), what was
+    asked for, times, final losses (mean of the last 50 steps), device and versions."""
+    import diffusers
+    import transformers
+
+    device = accelerator.device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    return {
+        "recipe": ran.to_dict(),
+        "requested": {"vae_steps": asked.vae_steps, "steps": asked.steps,
+                      "time_limit": time_limit},
+        "stopped_by_time_limit": (ran.vae_steps < asked.vae_steps or ran.steps < asked.steps),
+        "vae": {"steps": stage1["steps"], "seconds": round(stage1["seconds"], 1),
+                "final_mse": stage1["losses"][-1] if stage1["losses"] else None},
+        "denoiser": {"steps": stage2["steps"], "seconds": round(stage2["seconds"], 1),
+                     "final_loss": stage2["losses"][-1] if stage2["losses"] else None,
+                     "scaling_factor": round(stage2["scaling_factor"], 5),
+                     "lr_horizon": stage2["lr_horizon"]},
+        "losses_every_50_steps": {"vae": stage1["losses"], "denoiser": stage2["losses"]},
+        "train_seconds": round(seconds, 1),
+        "device": f"{device.type} ({name or platform.machine()})",
+        "processes": accelerator.num_processes,
+        "threads": torch.get_num_threads(),
+        "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__,
+                     "transformers": transformers.__version__},
+    }
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(prog="python -m course.tinysd.train",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, help="stage 2 steps (U-Net + text encoder)")
+    parser.add_argument("--vae-steps", type=int, help="stage 1 steps (autoencoder)")
+    parser.add_argument("--batch-size", type=int, help="stage 2 batch, per process")
+    parser.add_argument("--vae-batch-size", type=int)
+    parser.add_argument("--dataset-size", type=int, help="training images rendered")
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--ema", type=float, metavar="DECAY", help="EMA decay (0: off)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--time-limit", type=float, metavar="SECONDS",
+                        help="stop both stages within this much training and save what there is")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
+                        help=f"folder for the pipeline (default: {DEFAULT_OUTPUT})")
+    parser.add_argument("--device", choices=("auto", "cpu"), default="auto",
+                        help="auto: a GPU when there is one (all of them under accelerate launch)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    parser.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = _parse(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if torch.cuda.is_available():  # small convolutions: let cuDNN pick, and allow TF32
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never ask the hub
+    recipe = TinySDRecipe()
+    overrides = {"steps": args.steps, "vae_steps": args.vae_steps, "batch_size": args.batch_size,
+                 "vae_batch_size": args.vae_batch_size, "dataset_size": args.dataset_size,
+                 "lr": args.lr, "ema_decay": args.ema, "seed": args.seed}
+    recipe = replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
+    result = train_tiny_sd(recipe, time_limit=args.time_limit, device=args.device,
+                           mixed_precision=args.mixed_precision, progress=not args.no_progress)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        save_tiny_pipeline(result.pipe, args.output, result.record)
+        summary = {k: v for k, v in result.record.items()
+                   if k not in ("recipe", "losses_every_50_steps")}
+        print(json.dumps(summary))
+        print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,88 @@
+"""Lesson 03: its checks name the known mistakes and keep the RNG; its notebook keeps the rules."""
+
+import ast
+import re
+
+import nbformat
+import pytest
+import torch
+
+from course import REPO_URL
+from course.checks import lesson03
+from tests.helpers import LESSONS, SOLUTIONS
+
+NOTEBOOKS = [p for p in SOLUTIONS + LESSONS if p.name.startswith("03_")]
+MISTAKES = [(exercise, mistake) for exercise in lesson03.EXERCISES
+            for mistake in exercise.mistakes]
+
+
+def as_learner(fn):
+    """The mistake as a learner would write it (the checks refuse the package's own code)."""
+
+    def learner(**kwargs):
+        return fn(**kwargs)
+
+    learner.__name__ = fn.__name__
+    return learner
+
+
+def test_every_exercise_has_mistakes_and_tiered_hints():
+    for exercise in lesson03.EXERCISES:
+        assert len(exercise.mistakes) >= 3, exercise.name
+        assert len(exercise.hints) >= 3, exercise.name
+        assert all(not case.hint for case in exercise.cases), "hints live in Exercise.hints"
+    assert lesson03.hint is not None  # lessons call check.hint("ddim_step")
+
+
+@pytest.mark.parametrize(("exercise", "mistake"), MISTAKES,
+                         ids=[f"{e.name}: {m.name}" for e, m in MISTAKES])
+def test_each_known_mistake_fails_the_public_cases_and_is_named(exercise, mistake):
+    report = exercise.run(as_learner(mistake.fn))
+    failed = [case for case in report.cases if not case.passed]
+    assert failed, f"{mistake.name} passes every public case: the check cannot see it"
+    assert {case.mistake for case in failed} == {mistake.name}, str(report)
+
+
+def test_the_checks_leave_the_global_rng_alone():
+    def right_loop(model, scheduler, noise, steps):
+        scheduler.set_timesteps(steps)
+        x = noise * scheduler.init_noise_sigma
+        with torch.no_grad():
+            for t in scheduler.timesteps:
+                eps = model(scheduler.scale_model_input(x, t), t.expand(len(x)))
+                x = scheduler.step(eps, t, x).prev_sample
+        return x
+
+    torch.manual_seed(3)
+    state = torch.random.get_rng_state()
+    lesson03._ProbeDenoiser()
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert lesson03.sample_with_scheduler.run(right_loop, include_hidden=True).passed
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def _markdown(path):
+    return [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_links_are_absolute_so_they_work_on_colab(path):
+    links = [url for text in _markdown(path) for url in re.findall(r"\]\(([^)\s]+)\)", text)]
+    assert links, "the lesson links its sources"
+    assert [url for url in links if not url.startswith("https://")] == []
+    assert any(url.startswith(f"{REPO_URL}/blob/main/course/") for url in links)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_the_parameters_cell_holds_only_literals_and_the_text_mentions_hints(path):
+    cells = nbformat.read(path, as_version=4).cells
+    parameters = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(parameters) == 1
+    for node in ast.parse(parameters[0].source).body:
+        assert isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant), \
+            ast.unparse(node)
+    names = {n.targets[0].id for n in ast.parse(parameters[0].source).body}
+    assert {"FAST", "FULL_SIZE", "DEVICE", "SEED"} <= names
+    text = "\n".join(_markdown(path))
+    assert 'check.hint("ddim_step")' in text and 'check.hint("sample_with_scheduler")' in text
+    assert "trained by the very same loss" not in text
