@@ -6,6 +6,7 @@ each test checks that the honest exercise keeps its point, the other gets 0 with
 the grader itself neither crashes nor lets the notebook reach past its run.
 """
 
+import inspect
 import json
 import os
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 from course.grading import format_table, grade_notebook, lesson_of, results_json
 from course.grading.sandbox import Limits
 from tests.helpers import ROOT
+from tests.test_checks import forward_diffusion as right_forward_diffusion
 
 pytestmark = pytest.mark.notebook  # every test here starts kernels
 
@@ -31,16 +33,8 @@ def cosine_beta_schedule(T, s=0.008, max_beta=0.999):
     f = lambda u: math.cos((u + s) / (1 + s) * math.pi / 2) ** 2
     return torch.tensor([min(1 - f((t + 1) / T) / f(t / T), max_beta) for t in range(T)])'''
 
-FORWARD = '''import torch
-def forward_diffusion(x0, t, betas, noise=None):
-    t = torch.as_tensor(t)
-    if (t < 0).any() or (t >= len(betas)).any():
-        raise ValueError("t out of range")
-    noise = torch.randn_like(x0) if noise is None else noise
-    alpha_bar = torch.cumprod(1 - betas.double(), 0)[t].to(x0.dtype)
-    if alpha_bar.ndim == 1:
-        alpha_bar = alpha_bar.view(-1, *[1] * (x0.ndim - 1))
-    return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise, noise'''
+# The right answer the check tests use, as the source a learner would write.
+FORWARD = "import torch\n" + inspect.getsource(right_forward_diffusion)
 
 
 def _notebook(tmp_path, *sources, name="01_submission.ipynb", lesson="01"):
@@ -297,3 +291,18 @@ def test_nothing_the_notebook_started_outlives_the_grading(tmp_path):
     assert results.read_text() == written  # nothing rewrote it after the grader exited
     assert json.loads(written)["tests"][1]["score"] == 1
     assert _stray_processes(marker) == []
+
+
+def test_a_loss_is_judged_by_its_gradient_across_the_kernel_boundary(tmp_path):
+    # A graph cannot leave the kernel: the loss comes back with its gradients as tensors.
+    loss = ("import torch\nimport torch.nn.functional as F\n"
+            "def ddpm_loss(model, x0, t, noise, betas):\n"
+            "    a = torch.cumprod(1 - betas, dim=0)[t].view(-1, 1, 1, 1)\n"
+            "    return F.mse_loss(model(a.sqrt() * x0 + (1 - a).sqrt() * noise, t), noise)")
+    no_grad = loss.replace("    return F.mse_loss", "    with torch.no_grad():\n"
+                           "        return F.mse_loss")
+    right = grade_notebook(_notebook(tmp_path, loss, name="02_right.ipynb", lesson="02"))
+    detached = grade_notebook(_notebook(tmp_path, no_grad, name="02_detached.ipynb", lesson="02"))
+    assert _scores(right)["ddpm_loss"] == 1
+    assert _scores(detached)["ddpm_loss"] == 0
+    assert "the loss has no gradient" in _output(detached, "ddpm_loss")

@@ -8,9 +8,9 @@ ignored), from the same single run that checks the verdicts.
 import nbformat
 import papermill
 import pytest
-from nbclient import NotebookClient
 
 from course.checks import exercises_for
+from course.dev.notebooks import execute_notebook
 from tests.helpers import LESSONS, SOLUTIONS, check_reports, error_outputs
 
 CHECKED_OUTPUT = "# NBVAL_CHECK_OUTPUT"
@@ -49,10 +49,7 @@ def _stdout(cell) -> list[str]:
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
 def test_lesson_fails_every_check_only_for_want_of_code(path):
-    notebook = nbformat.read(path, as_version=4)
-    NotebookClient(notebook, timeout=NOTEBOOK_TIMEOUT, kernel_name="python3", allow_errors=True,
-                   store_widget_state=False,
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    notebook, _ = execute_notebook(path, fast=True, timeout=NOTEBOOK_TIMEOUT, allow_errors=True)
     unexpected = [e for e in error_outputs(notebook) if e[1] != "NotImplementedError"]
     assert unexpected == [], "a lesson may only fail where a learner has code to write"
     reports = [r for r in check_reports(notebook) if not r["demo"]]

@@ -114,16 +114,10 @@ def store_checked_outputs(path, timeout: int = 600) -> int:
     later run to reproduce; all other outputs are dropped so that notebooks stay small and free
     of images. Returns the number of cells whose output was stored.
     """
-    import os
-
-    from nbclient import NotebookClient
+    from .notebooks import execute_notebook
 
     path = Path(path)
-    notebook = nbformat.read(path, as_version=4)
-    os.environ.setdefault("COURSE_FAST", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    NotebookClient(notebook, timeout=timeout, kernel_name="python3", store_widget_state=False,
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    notebook, _ = execute_notebook(path, fast=True, timeout=timeout)
     notebook.metadata.pop("widgets", None)
     stored = 0
     for cell in notebook.cells:

@@ -83,26 +83,10 @@ def run_notebook(path: Path, fast: bool, timeout: int = 1800) -> tuple[float, fl
 
     Returns (wall seconds, kernel peak RSS in MB, peak GPU memory in MB or None without cuda).
     """
-    import os
+    from .notebooks import execute_notebook
 
-    import nbformat
-    from nbclient import NotebookClient
-
-    notebook = nbformat.read(path, as_version=4)
-    notebook.cells.append(nbformat.v4.new_code_cell(_PEAK_CELL))
-    previous = os.environ.get("COURSE_FAST")
-    os.environ["COURSE_FAST"] = "1" if fast else "0"
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        start = time.perf_counter()
-        NotebookClient(notebook, timeout=timeout, kernel_name="python3", store_widget_state=False,
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
-        seconds = time.perf_counter() - start
-    finally:
-        if previous is None:
-            os.environ.pop("COURSE_FAST", None)
-        else:
-            os.environ["COURSE_FAST"] = previous
+    notebook, seconds = execute_notebook(path, fast=fast, timeout=timeout,
+                                         extra_cells=(_PEAK_CELL,))
     text = "".join(o.get("text", "") for o in notebook.cells[-1].outputs)
     peak_kb = int(re.search(rf"{_PEAK_MARK} (\d+)", text)[1])
     gpu = re.search(rf"{_GPU_MARK} (\d+)", text)
