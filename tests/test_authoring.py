@@ -112,3 +112,13 @@ def test_lessons_carry_no_outputs_and_no_solutions(path):
         assert "BEGIN SOLUTION" not in "".join(cell["source"])
         if cell["cell_type"] == "code":
             assert cell["outputs"] == [] and cell["execution_count"] is None
+
+
+@pytest.mark.parametrize("path", SOLUTIONS + LESSONS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_link_a_learner_clicks_works_on_colab(path):
+    """Colab opens a notebook alone, so a relative link leads nowhere: every link is absolute
+    (or an anchor in the same notebook)."""
+    cells = nbformat.read(path, as_version=4).cells
+    text = "\n".join(c.source for c in cells if c.cell_type == "markdown")
+    links = re.findall(r"\]\(([^)\s]+)\)", text) + re.findall(r'href="([^"]+)"', text)
+    assert [url for url in links if not url.startswith(("https://", "http://", "#"))] == []
