@@ -10,6 +10,7 @@ import torch
 from course import REPO_URL
 from course.checks import lesson03
 from tests.helpers import LESSONS, SOLUTIONS
+from tests.helpers import sample_with_scheduler as right_loop
 
 NOTEBOOKS = [p for p in SOLUTIONS + LESSONS if p.name.startswith("03_")]
 MISTAKES = [(exercise, mistake) for exercise in lesson03.EXERCISES
@@ -44,15 +45,6 @@ def test_each_known_mistake_fails_the_public_cases_and_is_named(exercise, mistak
 
 
 def test_the_checks_leave_the_global_rng_alone():
-    def right_loop(model, scheduler, noise, steps):
-        scheduler.set_timesteps(steps)
-        x = noise * scheduler.init_noise_sigma
-        with torch.no_grad():
-            for t in scheduler.timesteps:
-                eps = model(scheduler.scale_model_input(x, t), t.expand(len(x)))
-                x = scheduler.step(eps, t, x).prev_sample
-        return x
-
     torch.manual_seed(3)
     state = torch.random.get_rng_state()
     lesson03._ProbeDenoiser()
