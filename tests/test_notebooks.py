@@ -6,7 +6,6 @@ ignored), from the same single run that checks the verdicts.
 """
 
 import nbformat
-import papermill
 import pytest
 
 from course.checks import exercises_for
@@ -19,12 +18,8 @@ NOTEBOOK_TIMEOUT = 600  # seconds per cell; FAST lessons take well under a minut
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
-def test_solution_runs_and_passes_its_checks(path, tmp_path):
-    executed = tmp_path / path.name
-    papermill.execute_notebook(str(path), str(executed), parameters={"FAST": True},
-                               kernel_name="python3", cwd=str(path.parent),
-                               execution_timeout=NOTEBOOK_TIMEOUT, progress_bar=False)
-    notebook = nbformat.read(executed, as_version=4)
+def test_solution_runs_and_passes_its_checks(path):
+    notebook, _ = execute_notebook(path, parameters={"FAST": True}, timeout=NOTEBOOK_TIMEOUT)
     assert error_outputs(notebook) == []
     reports = [r for r in check_reports(notebook) if not r["demo"]]
     assert [r for r in reports if not r["passed"]] == []

@@ -32,9 +32,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from nbformat.v4 import output_from_msg
+
 #: Variables a kernel gets (their values from the grader's environment when set there).
 PASSED_ENV = ("PATH", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV")
 _PR_SET_CHILD_SUBREAPER = 36
+_OUTPUT_MESSAGES = ("stream", "display_data", "execute_result", "error")
 
 
 @dataclass(frozen=True)
@@ -50,10 +53,12 @@ class Limits:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one execution ended: ``ok``, ``error`` (an exception), ``timeout`` or ``dead``."""
+    """How one execution ended: ``ok``, ``error`` (an exception), ``timeout`` or ``dead``;
+    with ``keep_outputs``, the cell's outputs as nbformat output dicts."""
 
     status: str
     error: str = ""
+    outputs: tuple = ()
 
     @property
     def ok(self) -> bool:
@@ -116,12 +121,17 @@ class KernelSandbox:
     """
 
     def __init__(self, limits: Limits | None = None, env: dict[str, str] | None = None,
-                 files: dict[str, bytes] | None = None):
+                 files: dict[str, bytes] | None = None, fenced: bool = True,
+                 cwd: Path | None = None):
+        """``fenced=False`` is for the course's own notebooks (benchmark, authoring, tests): a
+        plain kernel with the caller's environment, started in ``cwd``, no limits."""
         self.limits = limits or Limits()
         self.extra_env = dict(env or {})
         self.files = dict(files or {})
-        self.isolated = namespaces_available()
+        self.fenced = fenced
+        self.isolated = fenced and namespaces_available()
         self.workdir = Path(tempfile.mkdtemp(prefix="course-sandbox-"))
+        self.cwd = Path(cwd) if cwd is not None else self.workdir
         #: Where the grader and the kernel hand each other files. Made before the kernel starts,
         #: so that the launcher gives it to the kernel's user.
         self.exchange = self.workdir / "exchange"
@@ -129,7 +139,7 @@ class KernelSandbox:
         self._spec_dir = Path(tempfile.mkdtemp(prefix="course-kernelspec-"))
         self._manager = None
         self._client = None
-        if not self.isolated:
+        if fenced and not self.isolated:
             become_subreaper()
 
     # -- life cycle ----------------------------------------------------------------------
@@ -142,6 +152,8 @@ class KernelSandbox:
         self.close()
 
     def _kernel_env(self) -> dict[str, str]:
+        if not self.fenced:
+            return {**os.environ, **self.extra_env}
         env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
         home = str(self.workdir)
         env.update(HOME=home, TMPDIR=home, MPLCONFIGDIR=f"{home}/.matplotlib",
@@ -151,6 +163,17 @@ class KernelSandbox:
         return env
 
     def _write_kernelspec(self) -> str:
+        kernel = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+        argv = [*self._launcher(), "--", *kernel] if self.fenced else kernel
+        spec = self._spec_dir / "kernels" / "course-sandbox"
+        spec.mkdir(parents=True, exist_ok=True)
+        (spec / "kernel.json").write_text(json.dumps({
+            "argv": argv, "display_name": "course sandbox", "language": "python",
+            "interrupt_mode": "signal"}))
+        return str(self._spec_dir / "kernels")
+
+    def _launcher(self) -> list[str]:
+        """The command that fences the kernel in before it starts (see course.grading.launch)."""
         launch = [sys.executable, "-m", "course.grading.launch", "--workdir", str(self.workdir),
                   "--memory-mb", str(self.limits.memory_mb),
                   "--cpu-seconds", str(self.limits.cpu_seconds),
@@ -158,14 +181,7 @@ class KernelSandbox:
         if self.isolated:
             launch = [shutil.which("unshare"), "--mount", "--pid", "--net", "--fork",
                       "--kill-child", "--mount-proc", "--", *launch, "--read-only"]
-        argv = [*launch, "--", sys.executable, "-m", "ipykernel_launcher", "-f",
-                "{connection_file}"]
-        spec = self._spec_dir / "kernels" / "course-sandbox"
-        spec.mkdir(parents=True, exist_ok=True)
-        (spec / "kernel.json").write_text(json.dumps({
-            "argv": argv, "display_name": "course sandbox", "language": "python",
-            "interrupt_mode": "signal"}))
-        return str(self._spec_dir / "kernels")
+        return launch
 
     def start(self) -> None:
         from jupyter_client import KernelManager
@@ -183,7 +199,7 @@ class KernelSandbox:
 
     def _start_kernel(self) -> None:
         devnull = subprocess.DEVNULL
-        self._manager.start_kernel(cwd=str(self.workdir), env=self._kernel_env(),
+        self._manager.start_kernel(cwd=str(self.cwd), env=self._kernel_env(),
                                    stdout=devnull, stderr=devnull, stdin=devnull)
         self._client = self._manager.client()
         self._client.start_channels()
@@ -193,7 +209,7 @@ class KernelSandbox:
         """A fresh kernel in the same sandbox, after the old one and all it started are gone."""
         self._client.stop_channels()
         self._manager.restart_kernel(now=True)  # kills the old kernel (and its namespace)
-        if not self.isolated:
+        if self.fenced and not self.isolated:
             kill_descendants(keep=self._manager.provisioner.process.pid)
         self._client = self._manager.client()
         self._client.start_channels()
@@ -211,7 +227,7 @@ class KernelSandbox:
         if self._manager is not None:
             with contextlib.suppress(Exception):
                 self._manager.shutdown_kernel(now=True)
-        if not self.isolated:
+        if self.fenced and not self.isolated:
             kill_descendants()
 
     def close(self) -> None:
@@ -226,18 +242,19 @@ class KernelSandbox:
 
     # -- running code --------------------------------------------------------------------
 
-    def execute(self, code: str, timeout: float) -> Outcome:
+    def execute(self, code: str, timeout: float, keep_outputs: bool = False) -> Outcome:
         """Run ``code`` in the kernel; interrupt it after ``timeout`` seconds.
 
-        Output is read and dropped (a notebook may print megabytes); an exception is kept as
-        one line. A kernel that ignores the interrupt is killed and reported as ``timeout``;
-        one that exits is ``dead``. Either way the caller restarts before going on.
+        Output is read and dropped (a notebook may print megabytes) unless ``keep_outputs``; an
+        exception is kept as one line. A kernel that ignores the interrupt is killed and
+        reported as ``timeout``; one that exits is ``dead``. Either way the caller restarts
+        before going on.
         """
         if not self.alive:
             return Outcome("dead", "the kernel was not running")
         msg_id = self._client.execute(code, store_history=False, allow_stdin=False)
         deadline = time.monotonic() + timeout
-        error, interrupted = "", False
+        error, interrupted, outputs = "", False, []
         while True:
             now = time.monotonic()
             if now > deadline:
@@ -257,9 +274,13 @@ class KernelSandbox:
             if message.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
             kind, content = message.get("msg_type"), message.get("content", {})
+            if keep_outputs and kind in _OUTPUT_MESSAGES:
+                outputs.append(output_from_msg(message))
+            elif keep_outputs and kind == "clear_output":
+                outputs.clear()
             if kind == "error" and not interrupted:
                 error = f"{content.get('ename', '?')}: {str(content.get('evalue', ''))[:300]}"
             elif kind == "status" and content.get("execution_state") == "idle":
                 if interrupted:
-                    return Outcome("timeout", error)
-                return Outcome("error" if error else "ok", error)
+                    return Outcome("timeout", error, tuple(outputs))
+                return Outcome("error" if error else "ok", error, tuple(outputs))
