@@ -274,22 +274,28 @@ def test_the_kernel_sees_no_grader_secrets_and_cannot_write_to_its_console(tmp_p
     assert str(tmp_path) not in output.split("home=")[1]  # its own directory, not the grader's
 
 
-def test_nothing_the_notebook_started_outlives_the_grading(tmp_path):
+@pytest.mark.parametrize("namespaces", ["1", "0"], ids=["namespaces", "subreaper"])
+def test_nothing_the_notebook_started_outlives_the_grading(tmp_path, namespaces):
+    # "0" takes the path of a grader without root: no namespaces, orphans reaped and killed.
     marker = f"course-stray-{uuid.uuid4().hex}"
     results = tmp_path / "results.json"
-    spawn = ("import subprocess, sys\n"
-             "code = 'import time, pathlib; time.sleep(2); "
-             f"pathlib.Path({str(results)!r}).write_text(\"forged\"); time.sleep(300)'\n"
-             f"subprocess.Popen([sys.executable, '-c', code, {marker!r}], "
+    # A shell (the kernel may be unable to start Python again), detached from the kernel's
+    # session, that tries to forge the results after 2 s and then lingers: a stray to be killed.
+    script = f"sleep 2; echo forged > {results}; sleep 300"
+    spawn = ("import subprocess\n"
+             f"subprocess.Popen(['/bin/sh', '-c', {script!r}, {marker!r}], "
              "start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, "
              "stderr=subprocess.DEVNULL)")
     path = _notebook(tmp_path, COSINE, spawn)
+    env = dict(os.environ, COURSE_SANDBOX_NAMESPACES=namespaces)
     subprocess.run([sys.executable, "-m", "course", "grade", str(path), "--json", str(results)],
-                   capture_output=True, text=True, timeout=600)
+                   capture_output=True, text=True, timeout=600, env=env)
     written = results.read_text()
     time.sleep(3)
     assert results.read_text() == written  # nothing rewrote it after the grader exited
-    assert json.loads(written)["tests"][1]["score"] == 1
+    data = json.loads(written)
+    assert data["tests"][1]["score"] == 1
+    assert "code cell 2" not in data["output"]  # the process was started
     assert _stray_processes(marker) == []
 
 

@@ -65,10 +65,14 @@ class Outcome:
         return self.status == "ok"
 
 
+#: Set to "0" to grade without namespaces even as root (the path a non-root grader takes).
+NAMESPACES_ENV_VAR = "COURSE_SANDBOX_NAMESPACES"
+
+
 def namespaces_available() -> bool:
     """True when ``unshare`` can give a kernel its own PID, mount and network namespaces."""
     unshare = shutil.which("unshare")
-    if os.geteuid() != 0 or unshare is None:
+    if os.geteuid() != 0 or unshare is None or os.environ.get(NAMESPACES_ENV_VAR) == "0":
         return False
     probe = [unshare, "--mount", "--pid", "--net", "--fork", "--kill-child", "true"]
     try:
