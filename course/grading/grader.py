@@ -36,6 +36,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from ..checks import ExerciseReport, exercises_for
 from ..checks.core import Answer, CaseResult, Exercise
 from .exchange import ExchangeError, read_value, write_value
@@ -177,7 +179,7 @@ def _grade_exercise(run: NotebookRun, lesson: str, exercise: Exercise,
             continue
         inputs = case.make_inputs()
         stem = exchange / f"{exercise.name}-{index}"
-        tensors = {k: v for k, v in inputs.items() if _is_tensor(v)}
+        tensors = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
         write_value(Path(f"{stem}-in"), tensors,
                     {"lesson": lesson, "exercise": exercise.name, "case": index})
         outcome = run.call(str(stem), timeout=exercise.time_limit + CASE_MARGIN)
@@ -205,12 +207,6 @@ def _grade_exercise(run: NotebookRun, lesson: str, exercise: Exercise,
         if result.status == "timeout":  # one endless loop is enough to know
             stop_reason = "not run: an earlier case did not return in time"
     return report
-
-
-def _is_tensor(value) -> bool:
-    import torch
-
-    return isinstance(value, torch.Tensor)
 
 
 def _test(path: Path, exercise: Exercise, report: ExerciseReport | None, reason: str,

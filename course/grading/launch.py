@@ -73,7 +73,11 @@ def set_limits(memory_mb: int, cpu_seconds: int, file_mb: int) -> None:
 
 
 def nobody_can_run_python() -> bool:
-    """Whether the ``nobody`` user can start this interpreter (a home of 0700 often hides it)."""
+    """Whether the ``nobody`` user can start this interpreter (a home of 0700 often hides it).
+
+    setpriv resolves the interpreter's path before the new user's rights apply, so this can
+    hold while the kernel, once running as ``nobody``, cannot start that interpreter again.
+    """
     setpriv = shutil.which("setpriv")
     if os.geteuid() != 0 or setpriv is None:
         return False

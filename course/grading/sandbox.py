@@ -60,10 +60,6 @@ class Outcome:
     error: str = ""
     outputs: tuple = ()
 
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
 
 #: Set to "0" to grade without namespaces even as root (the path a non-root grader takes).
 NAMESPACES_ENV_VAR = "COURSE_SANDBOX_NAMESPACES"
@@ -125,13 +121,11 @@ class KernelSandbox:
     """
 
     def __init__(self, limits: Limits | None = None, env: dict[str, str] | None = None,
-                 files: dict[str, bytes] | None = None, fenced: bool = True,
-                 cwd: Path | None = None):
+                 fenced: bool = True, cwd: Path | None = None):
         """``fenced=False`` is for the course's own notebooks (benchmark, authoring, tests): a
         plain kernel with the caller's environment, started in ``cwd``, no limits."""
         self.limits = limits or Limits()
         self.extra_env = dict(env or {})
-        self.files = dict(files or {})
         self.fenced = fenced
         self.isolated = fenced and namespaces_available()
         self.workdir = Path(tempfile.mkdtemp(prefix="course-sandbox-"))
@@ -191,8 +185,6 @@ class KernelSandbox:
         from jupyter_client import KernelManager
         from jupyter_client.kernelspec import KernelSpecManager
 
-        for name, data in self.files.items():
-            (self.workdir / name).write_bytes(data)
         specs = KernelSpecManager(kernel_dirs=[self._write_kernelspec()])
         # Unix sockets in the workdir: they work across the kernel's empty network namespace.
         self._manager = KernelManager(
