@@ -139,3 +139,9 @@ def test_the_peak_memory_cell_reports_the_rss(capsys):
     exec(bench._PEAK_CELL, {})
     out = capsys.readouterr().out
     assert int(out.split(bench._PEAK_MARK)[1].split()[0]) > 0
+
+
+def test_guidance_update_row_names_what_it_timed():
+    row = bench.bench_guidance_update(repeats=1)
+    assert row["name"].startswith("lesson 05 guidance widget update")
+    assert row["value"].endswith(" ms") and float(row["value"].split()[0]) > 0

@@ -5,7 +5,8 @@ README: speed between the ``bench`` markers, quality between the ``quality`` mar
 medians of repeated runs on this machine.
 
 - the core maths (``forward_diffusion`` on a training-sized batch),
-- one redraw of the lesson 01 widget (what a slider move costs in the kernel),
+- one redraw of the lesson 01 widget (what a slider move costs in the kernel), and one update
+  of lesson 05's guidance widget (a fresh image from the tiny pipeline),
 - every solution notebook executed in FAST mode: wall time and the kernel's peak memory,
 - with ``--full``: every solution notebook again in the learner's default mode (what "Run All"
   does on this machine, its device picked as the lessons do: cuda, then mps, then cpu), and the
@@ -76,6 +77,26 @@ def bench_widget_redraw(repeats: int) -> dict:
     photo = load_photo(size=128)
     ms = _median_ms(lambda: plots.figure_to_png(plots.noising_figure(photo, 400)), repeats)
     return {"name": "lesson 01 widget redraw (128 px photo + histogram)", "value": f"{ms:.0f} ms"}
+
+
+def bench_guidance_update(repeats: int) -> dict:
+    """What one move of lesson 05's guidance slider costs in the kernel: sample, draw, encode."""
+    from ..models import load_pipeline
+    from ..tinysd.guided import guided_sample
+    from ..viz import plots
+    from ..viz.guidance import guidance_figure
+
+    pipe = load_pipeline("tiny-shapes")
+    prompt, steps = "a red circle on the left", 10  # the widget's default step count
+
+    def update():
+        image = guided_sample(pipe, [prompt], 7.5, steps, seed=0)[0]
+        plots.figure_to_png(guidance_figure(image, prompt, 7.5, steps=steps))
+
+    update()  # the first call pays for lazy imports and allocations
+    ms = _median_ms(update, repeats)
+    return {"name": f"lesson 05 guidance widget update (tiny SD, {steps} steps, w = 7.5)",
+            "value": f"{ms:.0f} ms"}
 
 
 def run_notebook(path: Path, fast: bool, timeout: int = 1800) -> tuple[float, float, float | None]:
@@ -296,7 +317,8 @@ def main(argv=None) -> int:
     quality_only = args.quality_only or bool(args.quality_from)
     if not quality_only:
         repeats = 5 if args.quick else 30
-        rows = [bench_forward_diffusion(repeats * 4), bench_widget_redraw(repeats)]
+        rows = [bench_forward_diffusion(repeats * 4), bench_widget_redraw(repeats),
+                bench_guidance_update(max(3, repeats // 3))]
         rows += bench_notebooks(fast=True, only=args.notebooks)
         if args.full:
             rows += bench_notebooks(fast=False, only=args.notebooks)

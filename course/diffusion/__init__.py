@@ -1,6 +1,7 @@
 """The maths of diffusion, one equation per function, each next to the line that computes it."""
 
 from .forward import forward_diffusion, noising_step
+from .guidance import cfg_combine
 from .reverse import ddim_step, ddpm_step, predict_x0
 from .schedules import (
     SCHEDULE_PRESETS,
@@ -18,6 +19,7 @@ __all__ = [
     "SCHEDULE_PRESETS",
     "STABLE_DIFFUSION_BETAS",
     "alpha_bars",
+    "cfg_combine",
     "cosine_betas",
     "ddim_step",
     "ddpm_step",

@@ -1,7 +1,8 @@
 """Teaching networks, one readable file per component."""
 
+from .attention import CrossAttention
 from .embedding import timestep_embedding
 from .unet import DownBlock, MidBlock, ResBlock, SelfAttention, TinyUNet, UNetConfig, UpBlock
 
-__all__ = ["DownBlock", "MidBlock", "ResBlock", "SelfAttention", "TinyUNet", "UNetConfig",
-           "UpBlock", "timestep_embedding"]
+__all__ = ["CrossAttention", "DownBlock", "MidBlock", "ResBlock", "SelfAttention", "TinyUNet",
+           "UNetConfig", "UpBlock", "timestep_embedding"]
