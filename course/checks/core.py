@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import html
+import logging
 import math
 import random
 import signal
@@ -251,6 +253,31 @@ def _distance(got: Any, other: Any) -> float:
 def seeded(seed: int) -> torch.Generator:
     """A CPU generator with a fixed seed: every case draws the same inputs on every run."""
     return torch.Generator().manual_seed(seed)
+
+
+@contextlib.contextmanager
+def diffusers_quiet() -> Iterator[None]:
+    """Silence diffusers' warnings and notices while a check builds an oracle or replays a known
+    mistake: they must not print into the learner's lesson."""
+    logger = logging.getLogger("diffusers")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@functools.lru_cache(maxsize=1)
+def bundled_tiny_pipeline():
+    """The bundled tiny StableDiffusionPipeline on the CPU in float32, loaded once per process.
+
+    Checks that need it as an oracle copy it (or swap only its scheduler) before use."""
+    from ..models import load_pipeline
+
+    pipe = load_pipeline("tiny-shapes", device="cpu", dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def clone_inputs(inputs: dict[str, Any]) -> dict[str, Any]:

@@ -10,13 +10,10 @@ diffusers, so that a failed case can say which one the answer equals.
 
 from __future__ import annotations
 
-import contextlib
-import logging
-
 import torch
 import torch.nn.functional as F
 
-from .core import Case, Exercise, Mistake, compare_tensor, hint, seeded
+from .core import Case, Exercise, Mistake, compare_tensor, diffusers_quiet, hint, seeded
 
 __all__ = ["EXERCISES", "ddim_step", "hint", "sample_with_scheduler"]
 
@@ -212,24 +209,12 @@ def _scheduler(kind: str):
     return getattr(diffusers, kind)(**config)
 
 
-@contextlib.contextmanager
-def _diffusers_quiet():
-    """Silence diffusers' warnings (a mistake replayed here must not print into the lesson)."""
-    logger = logging.getLogger("diffusers")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def _loop(model, scheduler, noise, steps, scale_noise=True, scale_input=True,
           step_on_model_input=False):
     """The pipeline loop, right with the defaults; each flag is one of the known slips."""
     scheduler.set_timesteps(steps)
     x = noise * scheduler.init_noise_sigma if scale_noise else noise
-    with torch.no_grad(), _diffusers_quiet():
+    with torch.no_grad(), diffusers_quiet():
         for t in scheduler.timesteps:
             model_input = scheduler.scale_model_input(x, t) if scale_input else x
             eps = model(model_input, t.expand(x.shape[0]))

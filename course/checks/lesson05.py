@@ -11,27 +11,20 @@ diffusers, so that a failed case can say which one the answer equals.
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import logging
-
 import torch
 
-from .core import Case, Exercise, Mistake, compare_tensor, hint, seeded
+from .core import (
+    Case,
+    Exercise,
+    Mistake,
+    bundled_tiny_pipeline,
+    compare_tensor,
+    diffusers_quiet,
+    hint,
+    seeded,
+)
 
 __all__ = ["EXERCISES", "cfg_combine", "cfg_sample", "hint"]
-
-
-@contextlib.contextmanager
-def _diffusers_quiet():
-    """Silence diffusers' notices (the guiders announce themselves as experimental)."""
-    logger = logging.getLogger("diffusers")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 # --------------------------------------------------------------------------------------------
@@ -48,7 +41,7 @@ def _guider(eps_uncond, eps_cond, w: float):
     """diffusers' own guider, in its default (diffusers-native) formulation."""
     from diffusers.guiders import ClassifierFreeGuidance
 
-    with _diffusers_quiet():
+    with diffusers_quiet():
         guider = ClassifierFreeGuidance(guidance_scale=float(w))
         return guider.forward(eps_cond, eps_uncond).pred
 
@@ -138,21 +131,11 @@ cfg_combine = Exercise(
 # --------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=1)
-def _tiny_pipeline():
-    """The bundled tiny StableDiffusionPipeline on the CPU (weights only: loaded once)."""
-    from ..tinysd.registry import load_pipeline
-
-    pipe = load_pipeline("tiny-shapes", device="cpu", dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 def _scheduler(kind: str):
     """A fresh scheduler on the tiny pipeline's schedule, built with diffusers."""
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
-    config = _tiny_pipeline().scheduler.config
+    config = bundled_tiny_pipeline().scheduler.config
     if kind == "ddim":
         return DDIMScheduler.from_config(config)
     return DPMSolverMultistepScheduler.from_config(
@@ -161,7 +144,7 @@ def _scheduler(kind: str):
 
 def _loop_case(name, prompts, negative, w, steps, seed, kind="ddim", hidden=False):
     def make():
-        pipe = _tiny_pipeline()
+        pipe = bundled_tiny_pipeline()
         with torch.no_grad():  # diffusers' own encoder: cond and uncond as the pipeline makes them
             cond, uncond = pipe.encode_prompt(list(prompts), "cpu", 1, True, list(negative))
         size = pipe.unet.config.sample_size
@@ -173,8 +156,8 @@ def _loop_case(name, prompts, negative, w, steps, seed, kind="ddim", hidden=Fals
     def verify(inputs, got):
         from diffusers import StableDiffusionPipeline
 
-        parts = _tiny_pipeline().components | {"scheduler": _scheduler(kind)}
-        with torch.no_grad(), _diffusers_quiet():
+        parts = bundled_tiny_pipeline().components | {"scheduler": _scheduler(kind)}
+        with torch.no_grad(), diffusers_quiet():
             oracle = StableDiffusionPipeline(**parts, requires_safety_checker=False)
             oracle.set_progress_bar_config(disable=True)
             expected = oracle(prompt_embeds=inputs["cond"], negative_prompt_embeds=inputs["uncond"],
@@ -193,7 +176,7 @@ def _loop(unet, scheduler, cond, uncond, latents, guidance_scale, steps, combine
     scheduler.set_timesteps(steps)
     x = latents * scheduler.init_noise_sigma
     states = torch.cat([uncond, cond])
-    with torch.no_grad(), _diffusers_quiet():
+    with torch.no_grad(), diffusers_quiet():
         for t in scheduler.timesteps:
             model_input = scheduler.scale_model_input(torch.cat([x, x]), t)
             prediction = unet(model_input, t, encoder_hidden_states=states).sample

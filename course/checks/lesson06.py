@@ -12,51 +12,35 @@ switch per slip.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
-import logging
 
 import torch
 
-from .core import Case, Exercise, Mistake, compare_tensor, hint
+from .core import (
+    Case,
+    Exercise,
+    Mistake,
+    bundled_tiny_pipeline,
+    compare_tensor,
+    diffusers_quiet,
+    hint,
+)
 
 __all__ = ["EXERCISES", "generate", "hint"]
-
-
-@functools.lru_cache(maxsize=1)
-def _bundled_pipeline():
-    """The bundled tiny pipeline on the CPU in float32, loaded once per process."""
-    from ..models import load_pipeline
-
-    pipe = load_pipeline("tiny-shapes", device="cpu", dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def _pipeline(kind: str):
     """A private copy of the tiny pipeline sampling with ``kind`` ("ddim", "dpm++", "euler")."""
     from ..tinysd.model import make_scheduler
 
-    pipe = copy.deepcopy(_bundled_pipeline())
+    pipe = copy.deepcopy(bundled_tiny_pipeline())
     pipe.scheduler = make_scheduler(kind, pipe.scheduler.config)
     return pipe
 
 
-@contextlib.contextmanager
-def _quiet():
-    """Silence diffusers' warnings (a mistake replayed here must not print into the lesson)."""
-    logger = logging.getLogger("diffusers")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def _oracle(pipe, prompt, negative_prompt, guidance_scale, steps, seed):
-    with torch.no_grad(), _quiet():
+    with torch.no_grad(), diffusers_quiet():
         return pipe(prompt, negative_prompt=negative_prompt, guidance_scale=guidance_scale,
                     num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
                     output_type="pt").images
@@ -92,7 +76,7 @@ def _by_hand(pipe, prompt, negative_prompt="", guidance_scale=5.0, steps=10, see
         latents = latents * pipe.scheduler.init_noise_sigma
     scheduler = pipe.scheduler
     scheduler.set_timesteps(steps, device=device)
-    with _quiet():
+    with diffusers_quiet():
         for t in scheduler.timesteps:
             both = torch.cat([latents, latents])
             model_input = scheduler.scale_model_input(both, t) if scale_input else both
