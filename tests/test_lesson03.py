@@ -9,22 +9,13 @@ import torch
 
 from course import REPO_URL
 from course.checks import lesson03
-from tests.helpers import LESSONS, SOLUTIONS
+from tests.helpers import LESSONS, SOLUTIONS, as_learner
 from tests.helpers import sample_with_scheduler as right_loop
 
 NOTEBOOKS = [p for p in SOLUTIONS + LESSONS if p.name.startswith("03_")]
 MISTAKES = [(exercise, mistake) for exercise in lesson03.EXERCISES
             for mistake in exercise.mistakes]
 
-
-def as_learner(fn):
-    """The mistake as a learner would write it (the checks refuse the package's own code)."""
-
-    def learner(**kwargs):
-        return fn(**kwargs)
-
-    learner.__name__ = fn.__name__
-    return learner
 
 
 def test_every_exercise_has_mistakes_and_tiered_hints():

@@ -21,21 +21,12 @@ from course.tinysd.attention_maps import (
     record_attention,
     shape_mask,
 )
-from tests.helpers import LESSONS, SOLUTIONS
+from tests.helpers import LESSONS, SOLUTIONS, as_learner
 
 NOTEBOOKS = [p for p in SOLUTIONS + LESSONS if p.name.startswith("04_")]
 MISTAKES = [(exercise, mistake) for exercise in lesson04.EXERCISES
             for mistake in exercise.mistakes]
 
-
-def as_learner(fn):
-    """The function as a learner would write it (the checks refuse the package's own code)."""
-
-    def learner(**kwargs):
-        return fn(**kwargs)
-
-    learner.__name__ = fn.__name__
-    return learner
 
 
 def right_cross_attention(x, context, to_q, to_k, to_v, to_out, heads):
