@@ -47,10 +47,9 @@ def sample_with_scheduler(model, scheduler, noise, steps):
 
 def as_learner(fn):
     """``fn`` as a learner would write it: the checks refuse the package's own code, so wrap it
-    in a function defined here, under the same name."""
+    in a function defined here."""
 
     def learner(**kwargs):
         return fn(**kwargs)
 
-    learner.__name__ = fn.__name__
     return learner

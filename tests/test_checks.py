@@ -22,6 +22,7 @@ from course.checks.core import (
     same_answer,
     time_limit,
 )
+from tests.helpers import as_learner
 from tests.helpers import sample_with_scheduler as right_sample_with_scheduler
 
 
@@ -479,12 +480,6 @@ def _stub(**inputs):
     raise NotImplementedError()
 
 
-def _as_learner(fn):
-    def learner(**inputs):
-        return fn(**inputs)
-
-    return learner
-
 
 def _answers_for(exercise):
     right = {**_lesson02_03_answers(), "forward_diffusion": forward_diffusion,
@@ -492,7 +487,7 @@ def _answers_for(exercise):
     # The known mistakes make good wrong answers; wrapped, as checks refuse the package's code.
     # Two are enough: every wrong answer already makes the check replay all the known mistakes
     # (to name the closest), and each answer costs a full run of the cases (seconds in 05-06).
-    answers = [_greedy, _stub] + [_as_learner(m.fn) for m in exercise.mistakes[:2]]
+    answers = [_greedy, _stub] + [as_learner(m.fn) for m in exercise.mistakes[:2]]
     return answers + ([right[exercise.function]] if exercise.function in right else [])
 
 
@@ -571,3 +566,25 @@ def test_an_expected_exception_is_reported_as_raised_and_judged_a_pass():
     assert answer.status == "raised" and "ValueError" in answer.message
     assert exercise.judge(raising, {}, answer).passed
     assert exercise.call(lambda: 1 / 0, raising, {}).status == "error"
+
+
+#: Lessons whose slips may raise on some cases (a shape error) rather than return a wrong
+#: answer: a raising case cannot be compared with a mistake, so only failed answers are named.
+MAY_RAISE = {"04", "06"}
+#: Lessons judged on their hidden cases too: in 04, "keys and values from the image" only raises
+#: a shape error on the public cases (text and image widths differ); a hidden case of equal
+#: widths is where it returns a wrong answer to name.
+HIDDEN_TOO = {"04"}
+KNOWN_MISTAKES = [(lesson, exercise, mistake) for lesson in ("03", "04", "05", "06")
+                  for exercise in exercises_for(lesson) for mistake in exercise.mistakes]
+
+
+@pytest.mark.parametrize(("lesson", "exercise", "mistake"), KNOWN_MISTAKES,
+                         ids=[f"{lesson} {e.name}: {m.name}" for lesson, e, m in KNOWN_MISTAKES])
+def test_each_known_mistake_fails_and_is_named(lesson, exercise, mistake):
+    report = exercise.run(as_learner(mistake.fn), include_hidden=lesson in HIDDEN_TOO)
+    failed = [case for case in report.cases if not case.passed]
+    assert failed, f"{mistake.name} passes every case: the check cannot see it"
+    named = {case.mistake for case in failed
+             if lesson not in MAY_RAISE or case.status == "fail"}
+    assert named == {mistake.name}, str(report)

@@ -13,11 +13,9 @@ from course.diffusion import cfg_combine
 from course.models import load_pipeline
 from course.tinysd.guided import encode_prompts, guided_latents, guided_sample, start_latents
 from course.viz import guidance, plots
-from tests.helpers import LESSONS, SOLUTIONS, as_learner
+from tests.helpers import LESSONS, SOLUTIONS
 
 NOTEBOOKS = [p for p in SOLUTIONS + LESSONS if p.name.startswith("05_")]
-MISTAKES = [(exercise, mistake) for exercise in lesson05.EXERCISES
-            for mistake in exercise.mistakes]
 
 
 @pytest.fixture(scope="module")
@@ -143,15 +141,6 @@ def test_checks_pass_the_right_answers_including_hidden_cases():
     for exercise in lesson05.EXERCISES:
         assert any(case.hidden for case in exercise.cases), exercise.name
         assert len(exercise.mistakes) >= 3 and len(exercise.hints) >= 3, exercise.name
-
-
-@pytest.mark.parametrize(("exercise", "mistake"), MISTAKES,
-                         ids=[f"{e.name}: {m.name}" for e, m in MISTAKES])
-def test_each_known_mistake_fails_the_public_cases_and_is_named(exercise, mistake):
-    report = exercise.run(as_learner(mistake.fn))
-    failed = [case for case in report.cases if not case.passed]
-    assert failed, f"{mistake.name} passes every public case: the check cannot see it"
-    assert {case.mistake for case in failed} == {mistake.name}, str(report)
 
 
 def test_the_library_copy_is_refused():

@@ -11,7 +11,6 @@ from course.viz import latents as latent_viz
 from tests.helpers import LESSONS, SOLUTIONS
 
 NOTEBOOKS = [p for p in SOLUTIONS + LESSONS if p.name.startswith("06_")]
-MISTAKES = lesson06.generate.mistakes
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +38,6 @@ def generate(pipe, prompt, negative_prompt="", guidance_scale=5.0, steps=25, see
         latents = scheduler.step(uncond + guidance_scale * (cond - uncond), t, latents).prev_sample
     image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
     return (image / 2 + 0.5).clamp(0, 1)
-
-
-def as_learner(fn):
-    def generate(**kwargs):
-        return fn(**kwargs)
-
-    return generate
 
 
 # ---------------------------------------------------------------------------- costs
@@ -147,15 +139,6 @@ def test_hidden_cases_exist_and_cover_other_schedulers():
     assert len(hidden) >= 3
     assert any("DPM" in c.name for c in hidden)
     assert len(lesson06.generate.hints) >= 3
-
-
-@pytest.mark.parametrize("mistake", MISTAKES, ids=[m.name for m in MISTAKES])
-def test_each_known_mistake_fails_a_public_case_and_is_named(mistake):
-    report = lesson06.generate.run(as_learner(mistake.fn))
-    failed = [case for case in report.cases if not case.passed]
-    assert failed, f"{mistake.name} passes every public case: the check cannot see it"
-    named = {case.mistake for case in failed if case.status == "fail"}
-    assert named == {mistake.name}, str(report)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
