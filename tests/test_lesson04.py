@@ -161,6 +161,9 @@ def test_record_attention_shapes_and_distributions(record):
     assert labels[-1].startswith("padding") and own.shape == (4, len(labels), 32, 32)
     one = record.maps(record.layers[0])
     assert one.shape == maps.shape
+    # one prompt's maps alone are that prompt's slice of all of them, for every layer choice
+    for layer in (None, record.layers[0]):
+        assert torch.equal(record.maps(layer, prompt_index=1), record.maps(layer)[:, 1:2])
 
 
 def test_mask_and_mass(record):

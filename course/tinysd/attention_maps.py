@@ -44,12 +44,15 @@ class AttentionRecord:
     def layers(self) -> list[str]:
         return list(self.layer_maps)
 
-    def maps(self, layer: str | None = None, size: int | None = None) -> torch.Tensor:
+    def maps(self, layer: str | None = None, size: int | None = None,
+             prompt_index: int | None = None) -> torch.Tensor:
         """[S, n, L, H, W] at the image's size (or ``size`` x ``size``, to save memory on large
-        images): one layer's maps, or (None) the mean of all layers."""
+        images): one layer's maps, or (None) the mean of all layers. With ``prompt_index``, only
+        that prompt's maps are upsampled: [S, 1, L, H, W]."""
         names = self.layers if layer is None else [layer]
         size = self.images.shape[-2:] if size is None else (size, size)
-        upsampled = [F.interpolate(self.layer_maps[name].flatten(0, 1), size=size,
+        chosen = slice(None) if prompt_index is None else slice(prompt_index, prompt_index + 1)
+        upsampled = [F.interpolate(self.layer_maps[name][:, chosen].flatten(0, 1), size=size,
                                    mode="bilinear", align_corners=False)
                      for name in names]  # bilinear: a coarse grid seen at pixel resolution
         return torch.stack(upsampled).mean(0).unflatten(0, (len(self.timesteps), -1))
@@ -58,7 +61,7 @@ class AttentionRecord:
                    size: int | None = None) -> tuple[list[str], torch.Tensor]:
         """(labels, maps [S, K, H, W]) of one prompt: its own tokens, then the padding summed."""
         k = self.n_prompt_tokens[prompt_index]
-        maps = self.maps(layer, size)[:, prompt_index]
+        maps = self.maps(layer, size, prompt_index)[:, 0]
         labels = [_label(t) for t in self.tokens[prompt_index][:k]]
         own = maps[:, :k]
         if maps.shape[1] > k:
