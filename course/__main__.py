@@ -67,6 +67,9 @@ def main(argv=None) -> int:
         elif argv[0] == "train" and argv[1:2] == ["tiny-sd"]:
             from .tinysd.train import main as command
             argv = argv[1:]
+        elif argv[0] == "train" and argv[1:2] == ["lora"]:
+            from .tinysd.lora_train import main as command
+            argv = argv[1:]
         elif argv[0] == "train":
             from .train import main as command
         else:

@@ -6,7 +6,9 @@ For each image [3, H, W] in [-1, 1]:
 2. connected groups of foreground pixels (8 neighbours); the largest is "the shape";
 3. colour = the palette colour nearest to the mean of the shape's inner pixels (a blur may dim it);
 4. shape = which ideal circle, square or triangle (same area, same centre) overlaps it best;
-5. position = the anchor nearest to its centre of mass.
+5. position = the anchor nearest to its centre of mass;
+6. style = "outline" when the shape encloses background (a hole of at least OUTLINE_HOLE_SHARE
+   of the filled shape), else "filled". Steps 4-5 judge the shape with its holes filled in.
 
 An image is *clean* when it shows exactly one shape of plausible size and of a known colour,
 shape and position, on a background with (almost) no stray pixels. Thresholds are in [-1, 1]
@@ -21,10 +23,12 @@ import torch
 import torch.nn.functional as F
 
 from .data.shapes import (
+    ALL_COLORS,
     ANCHORS,
     AREA_FACTOR,
     BACKGROUND,
     COLORS,
+    NEW_COLORS,
     PALETTE,
     POSITIONS,
     SHAPES,
@@ -46,6 +50,11 @@ MIN_SHAPE_SCORE = 0.75  # least overlap (intersection over union) with the best 
 #: without it, a blurred square's round corners pass for a circle
 TEMPLATE_BLURS = (0.0, 0.75, 1.5)
 POSITION_TOLERANCE = 4.0  # farthest a centre may be from its anchor, in pixels (jitter: 2.1)
+#: a shape is an outline when the background it encloses is at least this share of the shape
+#: with its holes filled: a 2-pixel outline leaves 8% (the smallest triangle) to 40% (a circle)
+#: when sharp, less after an autoencoder's blur; a filled shape, 0
+OUTLINE_HOLE_SHARE = 0.06
+MIN_HOLE = 3  # pixels (at 32x32): a smaller enclosed speck is noise, not an outline
 
 #: the reasons an image is not clean, in the order they are checked
 PROBLEMS = (
@@ -59,7 +68,9 @@ PROBLEMS = (
 )
 
 _BACKGROUND = torch.tensor(BACKGROUND, dtype=torch.float32) / 127.5 - 1  # [3]
-_PALETTE = torch.tensor([PALETTE[c] for c in COLORS], dtype=torch.float32) / 127.5 - 1  # [4, 3]
+#: every colour a caption may name: the base world's four, then the new ones (purple)
+_PALETTE = torch.tensor([{**PALETTE, **NEW_COLORS}[c] for c in ALL_COLORS],
+                        dtype=torch.float32) / 127.5 - 1  # [5, 3]
 
 
 def _dilate(mask: torch.Tensor) -> torch.Tensor:
@@ -130,11 +141,13 @@ def analyze_images(images: torch.Tensor) -> list[dict]:
     counts[:, 0] = 0  # the background is not a component
     n_blobs = (counts >= MIN_BLOB * scale**2).sum(1)
     blob = foreground & (labels == counts.argmax(1).view(batch, 1, 1))  # [B, H, W]
+    holes = enclosed(blob)  # background inside the blob: an outline's middle
 
-    # 3. colour: mean of the inner pixels (the rim is blended with the background), or of the
-    # whole blob when it is too thin to have an inside
+    # 3. colour: mean of the inner pixels (the rim is blended with the background), or, when
+    # the blob is too thin to have an inside (an outline), of its stronger half
     inner = blob & _erode(blob)
-    core = torch.where(inner.flatten(1).sum(1).view(batch, 1, 1) >= 3, inner, blob)
+    strong = blob & (distance >= _masked_median(distance, blob).view(batch, 1, 1))
+    core = torch.where(inner.flatten(1).sum(1).view(batch, 1, 1) >= 3, inner, strong)
     core_weight = core.float().unsqueeze(1)
     color = (images * core_weight).sum((2, 3)) / core_weight.sum((2, 3)).clamp_min(1)  # [B, 3]
     # a blurred shape's colour is dimmed towards the background: compare with the palette colours
@@ -149,7 +162,7 @@ def analyze_images(images: torch.Tensor) -> list[dict]:
     along = (away * direction.view(batch, 3, 1, 1)).sum(1)
     near_blob = _dilate(blob)
     coverage = (along / direction.pow(2).sum(1).clamp_min(1e-6).view(batch, 1, 1)).clamp(0, 1)
-    coverage = coverage * near_blob
+    coverage = torch.maximum(coverage * near_blob, holes.float())  # judged with holes filled
     area = coverage.sum((1, 2))
     pixel_centres = torch.arange(size, dtype=torch.float32) + 0.5
     x = (coverage.sum(1) * pixel_centres).sum(1) / area.clamp_min(1e-6)
@@ -175,6 +188,8 @@ def analyze_images(images: torch.Tensor) -> list[dict]:
     anchor_distance, position_index = torch.cdist(centers, anchors).min(1)
 
     stray = (~near_blob & (distance > FAINT)).flatten(1).sum(1)
+    hole_area = holes.flatten(1).sum(1).float()
+    hole_share = hole_area / (blob | holes).flatten(1).sum(1).clamp_min(1).float()
 
     measured = {
         "n_blobs": n_blobs,
@@ -187,6 +202,8 @@ def analyze_images(images: torch.Tensor) -> list[dict]:
         "color_index": color_index,
         "shape_index": shape_index,
         "position_index": position_index,
+        "hole_area": hole_area,
+        "hole_share": hole_share,
     }
     rows = zip(*(values.tolist() for values in measured.values()))
     return [_verdict(dict(zip(measured, row)), scale) for row in rows]
@@ -196,13 +213,15 @@ def _verdict(m: dict, scale: float) -> dict:
     """Names and problems from the measurements ``m`` of one image (``scale`` = its size / 32)."""
     sized = AREA_RANGE[0] * scale**2 <= m["area"] <= AREA_RANGE[1] * scale**2
     judged = m["n_blobs"] > 0 and sized  # attributes are read off a plausible shape only
-    color = COLORS[m["color_index"]] if m["color_distance"] <= COLOR_TOLERANCE else None
+    color = ALL_COLORS[m["color_index"]] if m["color_distance"] <= COLOR_TOLERANCE else None
     shape = SHAPES[m["shape_index"]] if m["shape_score"] >= MIN_SHAPE_SCORE else None
     near = m["anchor_distance"] <= POSITION_TOLERANCE * scale
     position = POSITIONS[m["position_index"]] if near else None
+    outline = (m["hole_share"] >= OUTLINE_HOLE_SHARE and m["hole_area"] >= MIN_HOLE * scale**2)
+    style = "outline" if outline else "filled"
     if not judged:
-        color = shape = position = None
-    found = {"color": color, "shape": shape, "position": position}
+        color = shape = position = style = None
+    found = {"color": color, "shape": shape, "position": position, "style": style}
     failing = {
         "no_shape": m["n_blobs"] == 0,
         "several_shapes": m["n_blobs"] > 1,
@@ -223,7 +242,29 @@ def _verdict(m: dict, scale: float) -> dict:
         "color_distance": m["color_distance"],
         "shape_score": m["shape_score"],
         "stray": m["stray"],
+        "hole_share": m["hole_share"],
     }
+
+
+def enclosed(mask: torch.Tensor) -> torch.Tensor:
+    """The pixels of [B, H, W] that ``mask`` encloses: not in it, and cut off from the border
+    by it (8-neighbour paths of non-mask pixels). An outline's inside; empty for a solid shape."""
+    batch, height, width = mask.shape
+    outside_labels = label_components(~mask)
+    slots = height * width + 1
+    keys = outside_labels + slots * torch.arange(batch).view(batch, 1, 1)
+    border = torch.zeros(height, width, dtype=torch.bool)
+    border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
+    reaching = keys[:, border][~mask[:, border]].unique()
+    return ~mask & ~torch.isin(keys, reaching)
+
+
+def _masked_median(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The median of ``values`` [B, H, W] over each image's ``mask`` (0 where it is empty)."""
+    ordered = torch.where(mask, values, torch.tensor(float("inf"))).flatten(1).sort(1).values
+    count = mask.flatten(1).sum(1)
+    middle = ((count - 1).clamp_min(0) // 2).view(-1, 1)
+    return torch.where(count > 0, ordered.gather(1, middle).squeeze(1), torch.zeros(len(count)))
 
 
 def analyze_image(image: torch.Tensor) -> dict:
@@ -231,22 +272,26 @@ def analyze_image(image: torch.Tensor) -> dict:
 
     Returns:
         dict with ``color``, ``shape``, ``position`` (names from the world, or None when they
-        cannot be decided), ``clean`` (bool) and ``problem`` (None, or the first of PROBLEMS that
-        applies), plus the measurements behind them: ``n_blobs``, ``area`` (pixels), ``center``
-        (x, y), ``color_distance`` (to the nearest palette colour), ``shape_score`` (overlap with
-        the best ideal shape, 0-1) and ``stray`` (stray pixels).
+        cannot be decided), ``style`` ("filled" or "outline"), ``clean`` (bool) and ``problem``
+        (None, or the first of PROBLEMS that applies), plus the measurements behind them:
+        ``n_blobs``, ``area`` (pixels), ``center`` (x, y), ``color_distance`` (to the nearest
+        palette colour), ``shape_score`` (overlap with the best ideal shape, 0-1), ``stray``
+        (stray pixels) and ``hole_share`` (enclosed background over the filled shape).
     """
     return analyze_images(torch.as_tensor(image).unsqueeze(0))[0]
 
 
-def prompt_adherence(images: torch.Tensor, captions: list[str]) -> dict:
+def prompt_adherence(images: torch.Tensor, captions: list[str],
+                     style: str | None = None) -> dict:
     """How often images [B, 3, H, W] show what their captions ask for.
 
     An attribute the analysis cannot decide counts as wrong. "all" needs all three right; it does
     not ask for a clean image (see ``sample_quality`` for that; "clean" is reported alongside).
+    style: "filled" or "outline" to also ask for that style; "all" then needs it too.
 
     Returns:
-        {"color", "shape", "position", "all", "clean": fractions in [0, 1], "n": B}
+        {"color", "shape", "position", "all", "clean": fractions in [0, 1], "n": B}, and
+        "style" when a style is asked for
     """
     if len(images) != len(captions):
         raise ValueError(f"{len(images)} images but {len(captions)} captions")
@@ -254,10 +299,10 @@ def prompt_adherence(images: torch.Tensor, captions: list[str]) -> dict:
         raise ValueError("no images to judge")
     wanted = [parse_caption(text) for text in captions]
     found = analyze_images(images)
-    right = {
-        key: [f[key] == w[key] for f, w in zip(found, wanted)]
-        for key in ("color", "shape", "position")
-    }
+    if style is not None:
+        wanted = [w | {"style": style} for w in wanted]
+    keys = ("color", "shape", "position") + (("style",) if style is not None else ())
+    right = {key: [f[key] == w[key] for f, w in zip(found, wanted)] for key in keys}
     right["all"] = [all(hits) for hits in zip(*right.values())]
     right["clean"] = [f["clean"] for f in found]
     return {key: sum(hits) / len(hits) for key, hits in right.items()} | {"n": len(captions)}

@@ -145,3 +145,9 @@ def test_guidance_update_row_names_what_it_timed():
     row = bench.bench_guidance_update(repeats=1)
     assert row["name"].startswith("lesson 05 guidance widget update")
     assert row["value"].endswith(" ms") and float(row["value"].split()[0]) > 0
+
+
+def test_adapter_update_row_names_what_it_timed():
+    row = bench.bench_adapter_update(repeats=1)
+    assert row["name"].startswith("lesson 07 adapter widget update")
+    assert row["value"].endswith(" ms") and float(row["value"].split()[0]) > 0

@@ -83,6 +83,15 @@ WIDGET_CELLS = {
         "pipe = load_pipeline('tiny-shapes')\n"
         "latent_widget(pipe)",
     ],
+    "course-lora": [
+        "from course.lora import load_adapter\n"
+        "from course.models import load_pipeline\n"
+        "from course.viz.lora import adapter_widget",
+        "pipe = load_pipeline('tiny-shapes', device='cpu')\n"
+        "for name in ('purple', 'outline'):\n"
+        "    load_adapter(pipe, name, adapter_name=name)\n"
+        "adapter_widget(pipe, ['purple', 'outline'], prompt='a purple triangle at the top')",
+    ],
 }
 
 
@@ -188,3 +197,12 @@ def test_latent_explorer_sliders_redraw(lab_server, tmp_path, record_property):
     # lesson 06: another image, then a noisy latent
     drive("course-latents", [("image seed", 5), ("timestep t", 500)], lab_server, tmp_path,
           record_property)
+
+
+@pytest.mark.browser
+def test_adapter_strength_sliders_change_the_images(lab_server, tmp_path, record_property):
+    # lesson 07: both adapters start at 1 (purple outlines); switch the outline style off, then
+    # purple, then mix them again at other strengths
+    result = drive("course-lora", [("outline", 0.0), ("purple", 0.0), ("outline", 1.5),
+                                   ("purple", 0.5)], lab_server, tmp_path, record_property)
+    print(f"LoRA widget: median {result['median_ms']} ms per update on this machine")

@@ -103,7 +103,9 @@ def test_encode_decode_round_trip(pipe):
     parts = latent_viz.encode_decode(pipe, image, t=0)
     assert parts["latents"].shape == (4, 16, 16) and parts["decoded"].shape == (3, 32, 32)
     assert latent_viz.psnr(parts["decoded"], image) > 30  # the VAE's own world: nearly lossless
-    assert 0.7 < parts["latents"].std() < 1.4  # scaled by scaling_factor: about unit spread
+    # scaled by scaling_factor, the training set's latents have unit spread; one image of a dark
+    # background spreads a little less (0.68 for this one; unscaled, 0.46)
+    assert 0.6 < parts["latents"].std() < 1.4
     noisy = latent_viz.encode_decode(pipe, image, t=999)
     assert noisy["alpha_bar"] < 1e-6  # zero terminal SNR: nothing of the image is left
 

@@ -111,13 +111,21 @@ def test_two_shapes_are_not_clean():
 
 
 def test_off_palette_colour_is_unknown():
-    purple = torch.tensor([[150, 40, 200]]) / 127.5 - 1
+    orange = torch.tensor([[240, 140, 30]]) / 127.5 - 1  # between red and yellow, neither
     circle = torch.tensor([SHAPES.index("circle")])
-    image = draw_shapes(circle, torch.tensor([[16.0, 16.0]]), torch.tensor([12.0]), purple)[0]
+    image = draw_shapes(circle, torch.tensor([[16.0, 16.0]]), torch.tensor([12.0]), orange)[0]
     found = analyze_image(image)
     assert not found["clean"] and found["problem"] == "unknown_color"
     assert found["color"] is None
     assert found["shape"] == "circle" and found["position"] == "center"  # the rest is still read
+
+
+def test_purple_is_a_known_colour_beside_blue_and_red():
+    circle = torch.tensor([SHAPES.index("circle")])
+    for rgb, name in (((150, 60, 210), "purple"), ((45, 90, 225), "blue"), ((215, 45, 45), "red")):
+        colour = torch.tensor([rgb]) / 127.5 - 1
+        image = draw_shapes(circle, torch.tensor([[16.0, 16.0]]), torch.tensor([12.0]), colour)[0]
+        assert analyze_image(image)["color"] == name
 
 
 def test_stray_pixels_are_not_clean():
@@ -154,6 +162,6 @@ def test_inputs_are_checked(world):
     with pytest.raises(ValueError, match="captions"):
         prompt_adherence(images[:3], captions[:2])
     with pytest.raises(ValueError, match="captions read"):
-        prompt_adherence(images[:1], ["a purple circle on the left"])
+        prompt_adherence(images[:1], ["an orange circle on the left"])
     with pytest.raises(ValueError, match="square RGB"):
         analyze_images(torch.zeros(2, 1, 32, 32))

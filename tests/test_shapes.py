@@ -95,7 +95,7 @@ def test_caption_and_parse_caption_are_inverses():
 @pytest.mark.parametrize(
     "text",
     [
-        "a purple circle on the left",
+        "an orange circle on the left",
         "hello",
         "",
         "a red circle",
@@ -112,7 +112,7 @@ def test_parse_caption_rejects_text_outside_the_grammar(text):
 
 def test_caption_rejects_unknown_attributes():
     with pytest.raises(ValueError, match="not a combination"):
-        caption({"color": "purple", "shape": "circle", "position": "left"})
+        caption({"color": "orange", "shape": "circle", "position": "left"})
     with pytest.raises(ValueError, match="split"):
         shapes_dataset(4, split="test")
 

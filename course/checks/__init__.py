@@ -27,7 +27,7 @@ from .core import (
 
 #: lesson id -> module name of its checks
 LESSONS = {"00": "lesson00", "01": "lesson01", "02": "lesson02", "03": "lesson03",
-           "04": "lesson04", "05": "lesson05", "06": "lesson06"}
+           "04": "lesson04", "05": "lesson05", "06": "lesson06", "07": "lesson07"}
 
 
 def exercises_for(lesson: str) -> list[Exercise]:

@@ -517,6 +517,10 @@ class Exercise:
     #: Dotted names of the library code the check compares with (``"diffusers.DDPMScheduler"``):
     #: the grader scores 0 a function whose source reaches them, or the course's own reference.
     oracles: tuple[str, ...] = ()
+    #: The input keys handed to the learner's function (and to each known mistake), when not
+    #: all of them: the rest are for ``verify`` and ``capture`` alone, e.g. the tensors a
+    #: returned layer is probed with. None: every input is an argument.
+    arguments: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         # Authoring slips show up when the lesson module is imported, not in a learner's check.
@@ -525,6 +529,13 @@ class Exercise:
         if not all(isinstance(h, str) and h for h in self.hints):
             raise TypeError(f"{self.name}: hints must be non-empty strings")
         EXERCISES[self.name] = self
+
+    def arguments_of(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The keyword arguments the learner's function gets: ``inputs``, or only the keys
+        named in ``arguments`` (KeyError for a named key the case does not build)."""
+        if self.arguments is None:
+            return inputs
+        return {key: inputs[key] for key in self.arguments}
 
     def hint_tiers(self) -> list[str]:
         """The hints :func:`hint` shows in turn: ``hints``, else the older per-case hints."""
@@ -589,7 +600,7 @@ class Exercise:
             try:
                 _seed_case()
                 with time_limit(self.time_limit):
-                    got = fn(**learner_inputs)
+                    got = fn(**self.arguments_of(learner_inputs))
                     if self.capture is not None:
                         got = self.capture(learner_inputs, got)
             except CheckTimeout:
@@ -660,7 +671,7 @@ class Exercise:
                     try:
                         _seed_case()  # the draws the learner's code saw
                         mistaken_inputs = clone_inputs(pristine)
-                        theirs = mistake.fn(**mistaken_inputs)
+                        theirs = mistake.fn(**self.arguments_of(mistaken_inputs))
                         if self.capture is not None:
                             theirs = self.capture(mistaken_inputs, theirs)
                         if same_answer(got, theirs):
@@ -781,7 +792,9 @@ def find_exercise(exercise_or_name: Exercise | str | Callable[..., Any]) -> Exer
         return exercise_or_name
     name = _name_of(exercise_or_name)
     for attempt in range(2):
-        by_function = {e.function: e for e in EXERCISES.values()}
+        by_function = {}
+        for e in EXERCISES.values():  # the first exercise of a function (a class may have two)
+            by_function.setdefault(e.function, e)
         found = EXERCISES.get(name) or by_function.get(name)
         if found is not None or attempt:
             return found

@@ -32,6 +32,11 @@ PALETTE = {
     "blue": (45, 90, 225),
     "yellow": (235, 205, 45),
 }
+#: Colours outside the base world, for fine-tuning (lesson 07 teaches the model "purple" with a
+#: LoRA adapter). Captions may name them; ``shapes_dataset`` never draws them.
+NEW_COLORS = {"purple": (150, 60, 210)}
+#: every colour a caption may name, the base world's first
+ALL_COLORS = COLORS + tuple(NEW_COLORS)
 #: A dark neutral grey: every palette colour has a channel near full brightness, so each stands far
 #: from it (yellow would wash out on white, and a mid grey sits close to all of them in brightness).
 BACKGROUND = (30, 30, 30)
@@ -59,6 +64,10 @@ EXTENT_RANGE = {"circle": (10.0, 14.0), "square": (9.5, 13.0), "triangle": (11.5
 JITTER = 1.5  # the centre moves up to this many pixels (at size 32) along x and along y
 COLOR_JITTER = 0.08  # each channel moves up to this much, in [-1, 1] units (about 10/255)
 TRIANGLE_HEIGHT = math.sqrt(3) / 2  # equilateral: height = TRIANGLE_HEIGHT * base
+#: styles a shape can be drawn in: filled (the base world), or an outline of OUTLINE_WIDTH pixels
+#: (at size 32) with the background inside (lesson 07's style adapter)
+STYLES = ("filled", "outline")
+OUTLINE_WIDTH = 2.0
 #: area of a shape of extent s is AREA_FACTOR[shape] * s**2
 AREA_FACTOR = {"circle": math.pi / 4, "square": 1.0, "triangle": TRIANGLE_HEIGHT / 2}
 SUPERSAMPLE = 4  # anti-aliasing: a pixel's value is the mean of SUPERSAMPLE x SUPERSAMPLE samples
@@ -92,7 +101,7 @@ def all_combinations() -> list[Combo]:
 def _grammar() -> str:
     return (
         'captions read "a <color> <shape> <where>" with color one of '
-        f"{', '.join(COLORS)}; shape one of {', '.join(SHAPES)}; "
+        f"{', '.join(ALL_COLORS)}; shape one of {', '.join(SHAPES)}; "
         f"where one of {', '.join(repr(w) for w in WHERE.values())}"
     )
 
@@ -103,12 +112,13 @@ def caption(attrs: Mapping[str, str] | Combo) -> str:
     if isinstance(attrs, Combo):
         attrs = attrs._asdict()
     color, shape, position = attrs["color"], attrs["shape"], attrs["position"]
-    if color not in COLORS or shape not in SHAPES or position not in POSITIONS:
+    if color not in ALL_COLORS or shape not in SHAPES or position not in POSITIONS:
         raise ValueError(f"not a combination of the shapes world: {dict(attrs)}; {_grammar()}")
     return f"a {color} {shape} {WHERE[position]}"
 
 
-_CAPTION = re.compile(rf"a ({'|'.join(COLORS)}) ({'|'.join(SHAPES)}) ({'|'.join(WHERE.values())})")
+_CAPTION = re.compile(
+    rf"a ({'|'.join(ALL_COLORS)}) ({'|'.join(SHAPES)}) ({'|'.join(WHERE.values())})")
 _POSITION_OF = {words: position for position, words in WHERE.items()}
 
 
@@ -176,33 +186,61 @@ def shape_coverage(
     return coverage
 
 
+def outline_inset(shapes: torch.Tensor, width: torch.Tensor | float) -> torch.Tensor:
+    """How much smaller the inner edge of an outline ``width`` pixels wide is than its outer edge,
+    in extent units: 2 * width for a circle or a square, 2 * sqrt(3) * width for an equilateral
+    triangle (its sides move in by ``width``; its centre of mass is its incentre, so it stays)."""
+    factor = torch.where(shapes == SHAPES.index("triangle"), 2 * math.sqrt(3), 2.0)
+    return factor * torch.as_tensor(width, dtype=torch.float32)
+
+
 def draw_shapes(
     shapes: torch.Tensor,
     centers: torch.Tensor,
     extents: torch.Tensor,
     colors: torch.Tensor,
     size: int = 32,
+    outline: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Paint anti-aliased shapes on the background; any geometry and any colour.
 
     Args:
         shapes, centers, extents, size: as in ``shape_coverage``.
         colors: [n, 3] in [-1, 1].
+        outline: [n] outline widths in pixels (at this size), 0 for a filled shape; None: all
+            filled. An outline is the shape minus the same shape inset by the width.
 
     Returns:
         float32 [n, 3, size, size] in [-1, 1].
     """
-    coverage = shape_coverage(shapes, centers, extents, size).unsqueeze(1)  # [n, 1, size, size]
+    coverage = shape_coverage(shapes, centers, extents, size)  # [n, size, size]
+    if outline is not None and bool((outline > 0).any()):
+        outlined = (outline > 0).nonzero().flatten()
+        inner = (extents[outlined] - outline_inset(shapes[outlined], outline[outlined]))
+        hole = shape_coverage(shapes[outlined], centers[outlined], inner.clamp_min(0), size)
+        coverage[outlined] = (coverage[outlined] - hole).clamp_min(0)
+    coverage = coverage.unsqueeze(1)  # [n, 1, size, size]
     background = _to_model_range(BACKGROUND).view(1, 3, 1, 1)
     return background + coverage * (colors.view(-1, 3, 1, 1) - background)
 
 
-def _render(combos: list[Combo], size: int, generator: torch.Generator, jitter: bool):
-    """Images [n, 3, size, size] of the given combinations, jittered with ``generator``."""
+def _rgb(color: str) -> tuple[int, int, int]:
+    return PALETTE[color] if color in PALETTE else NEW_COLORS[color]
+
+
+def _render(combos: list[Combo], size: int, generator: torch.Generator, jitter: bool,
+            style: str = "filled", colors: torch.Tensor | None = None):
+    """Images [n, 3, size, size] of the given combinations, jittered with ``generator``.
+
+    colors: [n, 3] in [-1, 1] to paint instead of the combinations' palette colours.
+    """
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
     n, scale = len(combos), size / 32
     shapes = torch.tensor([SHAPES.index(c.shape) for c in combos], dtype=torch.long)
     anchors = torch.tensor([ANCHORS[c.position] for c in combos]).view(n, 2) * scale
-    colors = _to_model_range([PALETTE[c.color] for c in combos]).view(n, 3)
+    if colors is None:
+        colors = _to_model_range([_rgb(c.color) for c in combos]).view(n, 3)
     low, high = torch.tensor([EXTENT_RANGE[c.shape] for c in combos]).view(n, 2).unbind(1)
     if jitter:
         extents = (low + (high - low) * torch.rand(n, generator=generator)) * scale
@@ -217,7 +255,9 @@ def _render(combos: list[Combo], size: int, generator: torch.Generator, jitter: 
     margin = 0.5 * scale
     x = centers[:, 0].clamp(half_width + margin, size - half_width - margin)
     y = centers[:, 1].clamp(above + margin, size - below - margin)
-    return draw_shapes(shapes, torch.stack([x, y], 1), extents, colors.clamp(-1, 1), size)
+    outline = torch.full((n,), OUTLINE_WIDTH * scale if style == "outline" else 0.0)
+    return draw_shapes(shapes, torch.stack([x, y], 1), extents, colors.clamp(-1, 1), size,
+                       outline)
 
 
 def _split(split: str) -> list[Combo]:
@@ -266,6 +306,7 @@ def render_shape(
     seed: int = 0,
     generator: torch.Generator | None = None,
     jitter: bool = True,
+    style: str = "filled",
 ) -> torch.Tensor:
     """One image of a combination, e.g. render_shape({"color": "red", "shape": "circle",
     "position": "left"}).
@@ -276,6 +317,7 @@ def render_shape(
         seed: seeds the jitter, unless ``generator`` is given.
         generator: draws the jitter (and advances), for a stream of different renders.
         jitter: False gives the canonical picture: middle size, on the anchor, palette colour.
+        style: "filled", or "outline" (OUTLINE_WIDTH pixels wide at size 32).
 
     Returns:
         float32 [3, size, size] in [-1, 1].
@@ -283,4 +325,58 @@ def render_shape(
     combo = Combo(**parse_caption(caption(attrs)))  # validates the attributes
     if generator is None:
         generator = torch.Generator().manual_seed(seed)
-    return _render([combo], size, generator, jitter)[0]
+    return _render([combo], size, generator, jitter, style)[0]
+
+
+def render_combinations(combos: list[Combo], seed: int = 0, size: int = 32,
+                        style: str = "filled") -> torch.Tensor:
+    """Jittered images [n, 3, size, size] in [-1, 1] of exactly these combinations, in this
+    order; any colour of ALL_COLORS (a new colour is jittered like the others)."""
+    combos = [Combo(**parse_caption(caption(c))) for c in combos]  # validates them
+    return _render(combos, size, torch.Generator().manual_seed(seed), True, style)
+
+
+def autoencoder_dataset(n: int, seed: int = 0, size: int = 32,
+                        outline_share: float = 0.25) -> torch.Tensor:
+    """``n`` images [n, 3, size, size] of the world's geometry in *any* colour and style, for
+    training an autoencoder that, like Stable Diffusion's, can draw more than the captions name.
+
+    Half the shapes take a palette colour, half a random RGB colour at least 0.6 (in [-1, 1]
+    units) from the background; ``outline_share`` of them are outlines 1.5 to 3 pixels wide
+    (at size 32). The denoiser still learns only the captioned world; a fine-tune (lesson 07)
+    can then teach a new colour or style that the decoder is able to draw.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    combos = all_combinations()
+    chosen = [combos[i] for i in torch.randint(len(combos), (n,), generator=generator).tolist()]
+    base = _to_model_range([PALETTE[c.color] for c in chosen]).view(n, 3)
+    background = _to_model_range(BACKGROUND)
+    random_rgb = torch.rand(n, 3, generator=generator) * 2 - 1
+    for _ in range(8):  # redraw the colours too close to the background to see
+        close = (random_rgb - background).norm(dim=1) < 0.6
+        if not bool(close.any()):
+            break
+        random_rgb[close] = torch.rand(int(close.sum()), 3, generator=generator) * 2 - 1
+    pick_random = torch.rand(n, generator=generator) < 0.5
+    colors = torch.where(pick_random.view(n, 1), random_rgb, base)
+    images = _render(chosen, size, generator, True, colors=colors)
+    outlined = (torch.rand(n, generator=generator) < outline_share).nonzero().flatten()
+    if len(outlined):
+        widths = (1.5 + 1.5 * torch.rand(len(outlined), generator=generator)) * size / 32
+        images[outlined] = _outline_like(images[outlined], [chosen[i] for i in outlined.tolist()],
+                                         colors[outlined], widths, size, generator)
+    return images
+
+
+def _outline_like(images, combos, colors, widths, size, generator):
+    """Outlined versions of freshly jittered ``combos`` (widths [k] in pixels at this size)."""
+    k, scale = len(combos), size / 32
+    shapes = torch.tensor([SHAPES.index(c.shape) for c in combos], dtype=torch.long)
+    anchors = torch.tensor([ANCHORS[c.position] for c in combos]).view(k, 2) * scale
+    low, high = torch.tensor([EXTENT_RANGE[c.shape] for c in combos]).view(k, 2).unbind(1)
+    extents = (low + (high - low) * torch.rand(k, generator=generator)) * scale
+    centers = anchors + JITTER * scale * (2 * torch.rand(k, 2, generator=generator) - 1)
+    half = extents / 2
+    centers[:, 0] = centers[:, 0].clamp(half + 0.5 * scale, size - half - 0.5 * scale)
+    centers[:, 1] = centers[:, 1].clamp(half + 0.5 * scale, size - half - 0.5 * scale)
+    return draw_shapes(shapes, centers, extents, colors.clamp(-1, 1), size, widths)

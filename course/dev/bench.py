@@ -99,6 +99,31 @@ def bench_guidance_update(repeats: int) -> dict:
             "value": f"{ms:.0f} ms"}
 
 
+def bench_adapter_update(repeats: int) -> dict:
+    """What one move of lesson 07's strength sliders costs in the kernel: set both adapters'
+    strengths, sample the widget's three images, judge and draw them."""
+    from ..lora import load_adapter, set_adapter_strengths
+    from ..models import load_pipeline
+    from ..tinysd.evaluate import generate
+    from ..viz import plots
+    from ..viz.lora import adapter_figure
+
+    pipe = load_pipeline("tiny-shapes", device="cpu")
+    for name in ("purple", "outline"):
+        load_adapter(pipe, name, adapter_name=name)
+    prompt, steps, strengths = "a purple triangle at the top", 15, {"purple": 1.0, "outline": 0.5}
+
+    def update():
+        set_adapter_strengths(pipe, strengths)
+        images = generate(pipe, [prompt] * 3, 1.0, steps, seed=0)
+        plots.figure_to_png(adapter_figure(images, prompt, strengths))
+
+    update()
+    ms = _median_ms(update, repeats)
+    return {"name": f"lesson 07 adapter widget update (2 adapters, 3 images, {steps} steps)",
+            "value": f"{ms:.0f} ms"}
+
+
 def run_notebook(path: Path, fast: bool, timeout: int = 1800) -> tuple[float, float, float | None]:
     """Execute a notebook in a fresh kernel, FAST or in the learner's default mode.
 
@@ -318,7 +343,8 @@ def main(argv=None) -> int:
     if not quality_only:
         repeats = 5 if args.quick else 30
         rows = [bench_forward_diffusion(repeats * 4), bench_widget_redraw(repeats),
-                bench_guidance_update(max(3, repeats // 3))]
+                bench_guidance_update(max(3, repeats // 3)),
+                bench_adapter_update(max(3, repeats // 3))]
         rows += bench_notebooks(fast=True, only=args.notebooks)
         if args.full:
             rows += bench_notebooks(fast=False, only=args.notebooks)

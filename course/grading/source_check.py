@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 #: The course's own implementations: off limits in every exercise.
 COURSE_IMPLEMENTATIONS = ("course.diffusion", "course.nets", "course.sampling", "course.models",
-                          "course.train", "course.tinysd")
+                          "course.train", "course.tinysd", "course.lora")
 _DYNAMIC = {"__import__", "exec", "eval", "compile", "importlib.import_module",
             "importlib.__import__", "builtins.__import__", "builtins.exec", "builtins.eval"}
 
@@ -91,12 +91,13 @@ class _Names:
 
 
 def _functions(trees: list[tuple[int, ast.AST]]) -> dict[str, tuple[int, ast.AST]]:
-    """Every function (and lambda bound to a name) defined in the notebook, with its cell
-    number; a later definition replaces an earlier one, as it does when the cells run."""
+    """Every function and class (and lambda bound to a name) defined in the notebook, with its
+    cell number; a later definition replaces an earlier one, as it does when the cells run. A
+    class stands for its bases and all its methods: an exercise may be a class (lesson 07)."""
     found = {}
     for cell, tree in trees:
         for node in ast.walk(tree):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 found[node.name] = (cell, node)
             elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Lambda):
                 for target in node.targets:
@@ -119,9 +120,11 @@ def _is_forbidden(path: str, forbidden: tuple[str, ...]) -> bool:
 def _shadowed(function: ast.AST) -> set[str]:
     """Names a function binds itself (parameters, assignments, loop targets): inside it they
     no longer mean what the notebook's cells bound them to."""
-    arguments = function.args
-    names = {a.arg for a in arguments.args + arguments.posonlyargs + arguments.kwonlyargs}
-    names |= {a.arg for a in (arguments.vararg, arguments.kwarg) if a is not None}
+    names: set[str] = set()
+    arguments = getattr(function, "args", None)  # a class has none
+    if arguments is not None:
+        names = {a.arg for a in arguments.args + arguments.posonlyargs + arguments.kwonlyargs}
+        names |= {a.arg for a in (arguments.vararg, arguments.kwarg) if a is not None}
     body = function.body if isinstance(function.body, list) else [function.body]
     for statement in body:
         for node in ast.walk(statement):

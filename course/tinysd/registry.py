@@ -46,8 +46,8 @@ ENTRIES = {
     "tiny-shapes": PipelineEntry(
         name="tiny-shapes",
         source="package:tiny_shapes",
-        sha256="c2dcab975d20248aa439bbb12a68f04a9c32f85186dc3dd0dea169cd6e4f6f9c",
-        size=3_982_818,
+        sha256="43cc09859afbab40f67548600d12bd7c531a7f8af1341ea5812568344635439d",
+        size=3_982_091,
         description="tiny Stable Diffusion of the captioned-shapes world (32x32, f=2 latents)",
     ),
     "sd-1.5": PipelineEntry(

@@ -80,6 +80,10 @@ class TinySDRecipe:
     vae_lr: float = 1e-3
     kl_weight: float = 1e-6
     vae_time_share: float = 0.2  # of a time limit, the part stage 1 may use
+    #: what stage 1 sees: "any-color" (the world's shapes in any colour, a quarter as outlines,
+    #: ``shapes.autoencoder_dataset``), so that the decoder can draw what a fine-tune may ask for,
+    #: as SD's autoencoder can; "world" (the captioned world itself, 4 colours, filled)
+    vae_data: str = "any-color"
     # stage 2: U-Net and text encoder
     steps: int = 1000  # 100% adherence on a CPU probe (600 were enough); ~10 min on 2 cores
     batch_size: int = 128
@@ -392,15 +396,19 @@ def train_tiny_sd(recipe: TinySDRecipe | None = None, time_limit: float | None =
     """
     from accelerate import Accelerator
 
-    from ..data.shapes import shapes_dataset
+    from ..data.shapes import autoencoder_dataset, shapes_dataset
 
     recipe = recipe or TinySDRecipe()
+    if recipe.vae_data not in ("any-color", "world"):
+        raise ValueError(f'vae_data must be "any-color" or "world", got {recipe.vae_data!r}')
     accelerator = Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision)
     start = time.perf_counter()
     images, captions = shapes_dataset(recipe.dataset_size, seed=recipe.seed,
                                       size=recipe.model.image_size, split="train")
+    vae_images = images if recipe.vae_data == "world" else autoencoder_dataset(
+        recipe.dataset_size, seed=recipe.seed, size=recipe.model.image_size)
     vae_limit = None if time_limit is None else recipe.vae_time_share * time_limit
-    stage1 = train_vae(recipe, images, accelerator, vae_limit, progress)
+    stage1 = train_vae(recipe, vae_images, accelerator, vae_limit, progress)
     left = None if time_limit is None else max(0.0, time_limit - (time.perf_counter() - start))
     stage2 = train_denoiser(recipe, stage1["vae"], images, captions, accelerator, left, progress,
                             on_step)
