@@ -21,15 +21,15 @@ the adapter (``load_adapter``, ``set_adapter_strengths``).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import math
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from .logs import only_errors
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 #: Stable Diffusion 1.5's U-Net configuration, as its hub repository ships it
@@ -260,24 +260,12 @@ def load_adapter(pipe, folder_or_file, adapter_name: str):
     if adapter_name in loaded_adapters(pipe):
         raise AdapterError(f"an adapter named {adapter_name!r} is already loaded; unload it or "
                            "choose another name")
-    with warnings.catch_warnings(), _quiet("diffusers"):
+    with warnings.catch_warnings(), only_errors("diffusers"):
         # expected with a second adapter, and for a file without text-encoder weights
         warnings.filterwarnings("ignore", message="Already found a `peft_config`")
         pipe.load_lora_weights(str(path.parent), weight_name=path.name,
                                adapter_name=adapter_name)
     return pipe
-
-
-@contextlib.contextmanager
-def _quiet(logger_name: str):
-    """Only errors from this library's logger: its notices are about cases checked above."""
-    logger = logging.getLogger(logger_name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def loaded_adapters(pipe) -> list[str]:

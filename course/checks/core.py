@@ -24,7 +24,6 @@ import contextlib
 import copy
 import functools
 import html
-import logging
 import math
 import random
 import signal
@@ -255,17 +254,12 @@ def seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-@contextlib.contextmanager
-def diffusers_quiet() -> Iterator[None]:
+def diffusers_quiet() -> contextlib.AbstractContextManager[None]:
     """Silence diffusers' warnings and notices while a check builds an oracle or replays a known
     mistake: they must not print into the learner's lesson."""
-    logger = logging.getLogger("diffusers")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+    from ..logs import only_errors
+
+    return only_errors("diffusers")
 
 
 @functools.lru_cache(maxsize=1)

@@ -149,8 +149,9 @@ def measure_goals(seeds: int = 8, base_seeds: int = 4) -> dict:
 STUDY_STEPS = 500
 
 
-def run_study(quick: bool = False, seeds: int = 4) -> dict:
-    """Every table; ``quick``: one rank, two target sets, 20 steps (for tests)."""
+def run_study(quick: bool = False, seeds: int = 4, goals: dict | None = None) -> dict:
+    """Every table; ``quick``: one rank, two target sets, 20 steps (for tests). ``goals``: the
+    bundled adapters' goals measured before (``--keep-goals``), instead of measuring them."""
     from ..metrics import prompt_adherence
     from .evaluate import generate
     from .lora_eval import GUIDANCE, STEPS
@@ -165,7 +166,8 @@ def run_study(quick: bool = False, seeds: int = 4) -> dict:
     base_list = base_prompts(2)
     reference = prompt_adherence(generate(pipe, base_list, GUIDANCE, STEPS, 0), base_list,
                                  style="filled")
-    goals = measure_goals(1, 1) if quick else measure_goals()
+    if goals is None:
+        goals = measure_goals(1, 1) if quick else measure_goals()
     # Q4 on the outline style: every target set at r = 2, every rank on the chosen set
     outline = replace(base, adapter="outline", text_encoder_rank=0)
     sets = dict(list(TARGET_SETS.items())[-2:]) if quick else TARGET_SETS
@@ -198,14 +200,18 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--goals-only", action="store_true",
                         help="only the bundled adapters' goals (about 10 minutes on 2 cores)")
+    parser.add_argument("--keep-goals", action="store_true",
+                        help="take the goals from the existing --json file (the adapters are "
+                        "unchanged) and measure only the other tables")
     parser.add_argument("--json", type=Path, default=OUTPUT)
     args = parser.parse_args(argv)
+    kept = json.loads(args.json.read_text())["goals"] if args.keep_goals else None
     if args.goals_only:
         start = time.perf_counter()
         result = {**_header(), "goals": measure_goals()}
         result["seconds"] = round(time.perf_counter() - start, 1)
     else:
-        result = run_study(quick=args.quick)
+        result = run_study(quick=args.quick, goals=kept)
     args.json.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.json} ({result['seconds']} s)")
     return 0
