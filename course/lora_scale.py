@@ -50,9 +50,9 @@ def measure_step(method: str, batch_size: int, checkpointing: bool, steps: int =
         unet.requires_grad_(False)
         unet.to(dtype=torch.bfloat16)  # frozen weights in bf16, as diffusers' LoRA script does
         unet.add_adapter(lora_config(rank, float(rank), ATTENTION_TARGETS))
-        for p in unet.parameters():
-            if p.requires_grad:
-                p.data = p.data.float()  # the trained weights stay float32
+        from diffusers.training_utils import cast_training_params
+
+        cast_training_params(unet, dtype=torch.float32)  # the trained weights stay float32
     else:
         unet.requires_grad_(True)
     unet.train()

@@ -49,7 +49,7 @@ def _strip(result: dict) -> dict:
             if k != "images"}
 
 
-def purple_prompts(split: str = "unseen", seeds: int = 4, style=None) -> list[str]:
+def purple_prompts(split: str = "unseen", seeds: int = 4) -> list[str]:
     return prompts_of(purple_combinations(split), seeds)
 
 

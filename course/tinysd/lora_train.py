@@ -68,12 +68,10 @@ DEFAULT_HOME = Path(os.environ.get("COURSE_HOME", "~/.cache/diffusion-course")).
 
 def purple_combinations(split: str) -> list[Combo]:
     """The purple combinations the adapter trains on ("train", 7) or never sees ("unseen", 8)."""
-    chosen = [(s, p) in PURPLE_TRAIN for s in SHAPES for p in POSITIONS]
-    wanted = split == "train"
     if split not in ("train", "unseen"):
         raise ValueError(f'split must be "train" or "unseen", got {split!r}')
-    return [Combo("purple", s, p) for (s, p), c in
-            zip(((s, p) for s in SHAPES for p in POSITIONS), chosen) if c == wanted]
+    return [Combo("purple", s, p) for s in SHAPES for p in POSITIONS
+            if ((s, p) in PURPLE_TRAIN) == (split == "train")]
 
 
 def adapter_dataset(adapter: str, n: int = 32, seed: int = 0):
