@@ -219,23 +219,29 @@ def test_replacing_the_checker_in_the_kernel_earns_nothing(tmp_path):
               "core.ExerciseReport.score = property(lambda self: 1000.0)\n"
               "def forward_diffusion(x0, t, betas, noise=None):\n"
               "    raise NotImplementedError()")
-    grade = grade_notebook(_notebook(tmp_path, COSINE, tamper))
-    assert _scores(grade) == {"forward_diffusion": 0, "cosine_beta_schedule": 1}
-    assert "unreadable answer" in _output(grade, "forward_diffusion")
+    path = _notebook(tmp_path, COSINE, tamper)
+    # The patching is flagged for review: every exercise of the notebook scores 0 ...
+    flagged = grade_notebook(path)
+    assert _scores(flagged) == {"forward_diffusion": 0, "cosine_beta_schedule": 0}
+    assert "flagged for review: monkeypatching (course.checks.core.Exercise.call)" in \
+        _output(flagged, "forward_diffusion")
+    # ... and even credited after review, the forged verdict is worth nothing: the grader
+    # judges in its own process
+    credited = grade_notebook(path, allow_flagged=True)
+    assert _scores(credited) == {"forward_diffusion": 0, "cosine_beta_schedule": 1}
 
 
-def test_forged_answer_files_are_read_as_data_and_garbage_is_a_reason(tmp_path):
+def test_forged_answers_are_read_as_data_and_garbage_is_a_reason(tmp_path):
     garbage = ("import course.grading.exchange as ex\n"
-               "def _garbage(stem, value, extra=None):\n"
-               "    stem.with_suffix('.json').write_text('{not json')\n"
-               "    stem.with_suffix('.safetensors').write_bytes(b'\\x00' * 64)\n"
-               "ex.write_value = _garbage\n"
+               "ex.pack_value = lambda value, extra=None: {'value': {'tensor': 't0'},\n"
+               "                                           'tensors': '!not base64!'}\n"
                "def forward_diffusion(x0, t, betas, noise=None):\n    return x0, noise")
     first = _notebook(tmp_path, COSINE, garbage, name="01_garbage.ipynb")
     second = _notebook(tmp_path, COSINE, FORWARD, name="01_honest.ipynb")
     results = tmp_path / "results.json"
     subprocess.run([sys.executable, "-m", "course", "grade", str(first), str(second),
-                    "--json", str(results)], capture_output=True, text=True, timeout=600)
+                    "--json", str(results), "--allow-flagged"], capture_output=True, text=True,
+                   timeout=600)
     data = json.loads(results.read_text())
     scores = {t["name"].rsplit("/", 1)[1]: t["score"] for t in data["tests"]}
     assert scores == {"01_garbage.ipynb: forward_diffusion": 0,
@@ -243,6 +249,7 @@ def test_forged_answer_files_are_read_as_data_and_garbage_is_a_reason(tmp_path):
                       "01_honest.ipynb: forward_diffusion": 2,
                       "01_honest.ipynb: cosine_beta_schedule": 1}
     assert "no usable answer came back" in data["tests"][0]["output"]
+    assert "flagged for review, credited" in data["tests"][0]["output"]
 
 
 def test_passing_off_the_reference_scores_zero_whatever_it_is_called(tmp_path):
@@ -274,9 +281,9 @@ def test_the_kernel_sees_no_grader_secrets_and_cannot_write_to_its_console(tmp_p
     assert str(tmp_path) not in output.split("home=")[1]  # its own directory, not the grader's
 
 
-@pytest.mark.parametrize("namespaces", ["1", "0"], ids=["namespaces", "subreaper"])
-def test_nothing_the_notebook_started_outlives_the_grading(tmp_path, namespaces):
-    # "0" takes the path of a grader without root: no namespaces, orphans reaped and killed.
+@pytest.mark.parametrize("sandbox", ["on", "off"], ids=["bubblewrap", "subreaper"])
+def test_nothing_the_notebook_started_outlives_the_grading(tmp_path, sandbox):
+    # "off" takes the path of a grader without bubblewrap: orphans reaped and killed.
     marker = f"course-stray-{uuid.uuid4().hex}"
     results = tmp_path / "results.json"
     # A shell (the kernel may be unable to start Python again), detached from the kernel's
@@ -287,7 +294,7 @@ def test_nothing_the_notebook_started_outlives_the_grading(tmp_path, namespaces)
              "start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, "
              "stderr=subprocess.DEVNULL)")
     path = _notebook(tmp_path, COSINE, spawn)
-    env = dict(os.environ, COURSE_SANDBOX_NAMESPACES=namespaces)
+    env = dict(os.environ, COURSE_SANDBOX=sandbox)
     subprocess.run([sys.executable, "-m", "course", "grade", str(path), "--json", str(results)],
                    capture_output=True, text=True, timeout=600, env=env)
     written = results.read_text()

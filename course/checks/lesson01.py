@@ -147,7 +147,7 @@ forward_diffusion = Exercise(
     name="forward_diffusion",
     function="forward_diffusion",
     points=2,
-    oracles=("diffusers.DDPMScheduler", "diffusers.schedulers"),
+    oracles=("diffusers.*Scheduler*", "diffusers.schedulers"),  # every scheduler
     cases=[
         Case("one image [1, 3, 8, 8], t=500 as an int, linear betas, noise given",
              _forward_inputs((1, 3, 8, 8), 500, "linear"), _verify_forward),
@@ -244,7 +244,7 @@ cosine_beta_schedule = Exercise(
     name="cosine_beta_schedule",
     function="cosine_beta_schedule",
     points=1,
-    oracles=("diffusers.DDPMScheduler", "diffusers.schedulers"),
+    oracles=("diffusers.*Scheduler*", "diffusers.schedulers"),  # every scheduler
     # Short schedules in public: their betas are large enough for the known mistakes to differ
     # clearly, so a failed case can name the one it matches.
     cases=[

@@ -69,8 +69,8 @@ def _unless_right(wrong, right):
 # --------------------------------------------------------------------------------------------
 
 
-_DDPM_SCHEDULER = ("diffusers.DDPMScheduler", "diffusers.schedulers.DDPMScheduler",
-                   "diffusers.schedulers.scheduling_ddpm")
+#: every diffusers scheduler, not only DDPM's: any of them computes the same step
+_DDPM_SCHEDULER = ("diffusers.*Scheduler*", "diffusers.schedulers")
 
 
 def _verify_embedding(inputs, got):

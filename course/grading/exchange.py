@@ -1,20 +1,26 @@
 """Data across the kernel boundary: safetensors for tensors, JSON for the rest, never pickle.
 
-The grader writes a case's tensor inputs with :func:`write_value`; the kernel writes what the
-learner's function returned the same way. Reading is defensive: a file that is too large, not
-valid, nested too deeply or otherwise odd raises :class:`ExchangeError` with a reason, which
-the grader reports as that case failing. Nothing read here is ever executed or unpickled.
+The grader writes a case's tensor inputs with :func:`write_value` into a folder the kernel can
+only read; the kernel sends back what the learner's function returned as one message,
+:func:`pack_value` (JSON, with the tensors as base64 safetensors). Reading is defensive: an
+answer that is too large, not valid, nested too deeply or otherwise odd raises
+:class:`ExchangeError` with a reason, which the grader reports as that case failing. Nothing
+read here is ever executed or unpickled, and every string in it is escaped for printing.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save, save_file
+
+from .text import printable
 
 MAX_TENSOR_BYTES = 256 * 1024 * 1024
 MAX_JSON_BYTES = 1024 * 1024
@@ -85,7 +91,7 @@ def decode(spec: Any, tensors: dict[str, torch.Tensor], depth: int = 0) -> Any:
         value = spec["json"]
         if value is not None and not isinstance(value, (bool, int, float, str)):
             raise ExchangeError("malformed scalar")
-        return value
+        return printable(value, 10_000) if isinstance(value, str) else value
     if "float" in spec:
         return float(str(spec["float"]))
     if "seq" in spec and isinstance(spec["seq"], list) and len(spec["seq"]) <= MAX_ITEMS:
@@ -94,7 +100,7 @@ def decode(spec: Any, tensors: dict[str, torch.Tensor], depth: int = 0) -> Any:
     if "map" in spec and isinstance(spec["map"], dict) and len(spec["map"]) <= MAX_ITEMS:
         return {str(k): decode(v, tensors, depth + 1) for k, v in spec["map"].items()}
     if "foreign" in spec:
-        return Foreign(str(spec["foreign"])[:80], str(spec.get("repr", ""))[:200])
+        return Foreign(printable(spec["foreign"], 80), printable(spec.get("repr", ""), 200))
     raise ExchangeError("unknown kind of value")
 
 
@@ -129,4 +135,29 @@ def read_value(stem: Path) -> tuple[Any, dict]:
     except ExchangeError:
         raise
     except Exception as error:  # noqa: BLE001 - whatever a hostile file makes the parsers do
+        raise ExchangeError(f"the answer could not be read ({type(error).__name__})") from None
+
+
+def pack_value(value: Any, extra: dict | None = None) -> dict:
+    """``value`` as one JSON-able document: its description, its tensors as base64 safetensors
+    bytes, and ``extra`` (the kernel's side of an answer)."""
+    tensors: dict[str, torch.Tensor] = {}
+    spec = encode(value, tensors)
+    return {"value": spec, "tensors": base64.b64encode(save(tensors)).decode("ascii"),
+            **(extra or {})}
+
+
+def unpack_value(document: Any) -> tuple[Any, dict]:
+    """``(value, document)`` from :func:`pack_value`'s document; ExchangeError if unusable."""
+    try:
+        if not isinstance(document, dict):
+            raise ExchangeError("malformed answer")
+        encoded = document.get("tensors", "")
+        if not isinstance(encoded, str) or len(encoded) > MAX_TENSOR_BYTES * 4 // 3 + 4:
+            raise ExchangeError("malformed or oversized tensors")
+        tensors = load(base64.b64decode(encoded, validate=True)) if encoded else {}
+        return decode(document.get("value"), tensors), document
+    except ExchangeError:
+        raise
+    except (binascii.Error, Exception) as error:  # noqa: BLE001 - whatever a forged answer does
         raise ExchangeError(f"the answer could not be read ({type(error).__name__})") from None

@@ -6,18 +6,21 @@ notebook the grader
 
 1. takes the lesson from ``--lesson`` or the file name (``01_...``), and reports a notebook whose
    metadata names another lesson,
-2. reads the exercise functions' source and flags those that reach for the course's reference
-   or the library the check compares with (:mod:`course.grading.source_check`),
+2. reads the notebook's source and flags for review the exercises that reach for the course's
+   reference, its checks or the library the check compares with, that are not a plain ``def``,
+   or that share the notebook with dynamic code or monkeypatching
+   (:mod:`course.grading.source_check`),
 3. runs the notebook's code cells one by one in a fresh kernel (FAST mode, a time limit per cell
    and per notebook); a cell that kills or hangs the kernel is noted by number, the kernel is
    restarted and the cells before it replayed, and the run goes on without it,
 4. for every case of every exercise (public and hidden): builds the inputs here, hands the
-   tensors to the kernel as safetensors, asks the kernel to call the learner's function on them
-   and to write back what it returned (safetensors and JSON: data, never code or pickle), and
-   judges that answer here, against the reference libraries. A case that kills or hangs the
+   tensors to the kernel as safetensors in a folder it can only read, asks the kernel to call
+   the learner's function on them and to send back what it returned as one message
+   (safetensors and JSON: data, never code or pickle), and judges that answer here, against the
+   reference libraries. A case that kills or hangs the
    kernel fails with the reason; the kernel is restarted and the other exercises go on.
 5. scores each exercise from the grader's own table: points times the share of cases passed,
-   zero for a function that borrows the reference.
+   zero for a flagged one unless ``--allow-flagged``.
 
 Results (Gradescope's results.json: ``score`` and ``tests`` of ``name``, ``score``,
 ``max_score``, ``output``) are written once, atomically, after every kernel and every process it
@@ -40,30 +43,18 @@ import torch
 
 from ..checks import ExerciseReport, exercises_for
 from ..checks.core import Answer, CaseResult, Exercise
-from .exchange import ExchangeError, read_value, write_value
+from .exchange import ExchangeError, unpack_value, write_value
 from .sandbox import KernelSandbox, Limits
-from .source_check import find_borrowed
+from .source_check import review
+from .text import printable
 
 #: Seconds the grader adds to a case's own time limit before it gives up on the kernel.
 CASE_MARGIN = 15.0
 
-#: Sent to the kernel once per kernel start. It defines the one function the grader calls;
-#: whatever the learner's code did to the kernel, the worst it can change is its own answers.
-_RUNNER = '''
-def __course_grader_call(stem):
-    from pathlib import Path
-    from course.checks import exercises_for
-    from course.grading.exchange import read_value, write_value
-    inputs, request = read_value(Path(stem + "-in"))
-    exercise = {e.name: e for e in exercises_for(request["lesson"])}[request["exercise"]]
-    case = exercise.cases[request["case"]]
-    full = case.make_inputs()
-    full.update({k: v for k, v in inputs.items() if k in full})
-    fn = get_ipython().user_ns.get(exercise.function)
-    answer = exercise.call(fn, case, full)
-    write_value(Path(stem + "-out"), answer.value,
-                {"status": answer.status, "message": answer.message, "changed": answer.changed})
-'''
+#: Sent to the kernel once per kernel start: the one function the grader calls
+#: (:mod:`course.grading.kernel_side`).
+_RUNNER = "from course.grading.kernel_side import answer_case as __course_answer_case"
+
 
 
 @dataclass
@@ -160,7 +151,8 @@ class NotebookRun:
         if not self.runner_defined:
             self.box.execute(_RUNNER, timeout=30)
             self.runner_defined = True
-        return self.box.execute(f"__course_grader_call({stem!r})", timeout=timeout)
+        return self.box.execute(f"__course_answer_case({stem!r}, get_ipython().user_ns)",
+                                timeout=timeout)
 
 
 # --------------------------------------------------------------------------------------------
@@ -180,8 +172,7 @@ def _grade_exercise(run: NotebookRun, lesson: str, exercise: Exercise,
         inputs = case.make_inputs()
         stem = exchange / f"{exercise.name}-{index}"
         tensors = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
-        write_value(Path(f"{stem}-in"), tensors,
-                    {"lesson": lesson, "exercise": exercise.name, "case": index})
+        write_value(stem, tensors, {"lesson": lesson, "exercise": exercise.name, "case": index})
         outcome = run.call(str(stem), timeout=exercise.time_limit + CASE_MARGIN)
         if outcome.status in ("dead", "timeout"):
             what = "killed the kernel" if outcome.status == "dead" else \
@@ -192,15 +183,22 @@ def _grade_exercise(run: NotebookRun, lesson: str, exercise: Exercise,
                                            f"{exercise.function} {what} on this case"))
             run.recover()
             continue
-        try:
-            value, document = read_value(Path(f"{stem}-out"))
-            answer = Answer(status=str(document.get("status", "")), value=value,
-                            message=str(document.get("message", ""))[:2000],
-                            changed=[str(c) for c in document.get("changed", [])][:20])
-        except ExchangeError as error:
-            detail = f" ({outcome.error})" if outcome.error else ""
+        if outcome.status != "ok" or outcome.answer is None:
+            # the call itself failed (the learner's own exceptions are answers): no answer
+            # is read, whatever the kernel published
+            why = outcome.error or "the kernel sent none"
             report.cases.append(CaseResult(case.name, case.hidden, "error",
-                                           f"no usable answer came back: {error}{detail}"))
+                                           f"no usable answer came back: {why}"))
+            continue
+        try:
+            value, document = unpack_value(outcome.answer)
+            answer = Answer(status=printable(document.get("status", ""), 20), value=value,
+                            message=printable(document.get("message", "")),
+                            changed=[printable(c, 100) for c in
+                                     list(document.get("changed", []))[:20]])
+        except (ExchangeError, TypeError) as error:
+            report.cases.append(CaseResult(case.name, case.hidden, "error",
+                                           f"no usable answer came back: {error}"))
             continue
         result = exercise.judge(case, inputs, answer)
         report.cases.append(result)
@@ -210,18 +208,23 @@ def _grade_exercise(run: NotebookRun, lesson: str, exercise: Exercise,
 
 
 def _test(path: Path, exercise: Exercise, report: ExerciseReport | None, reason: str,
-          borrowed: list) -> dict:
+          flagged: list, allow_flagged: bool = False) -> dict:
     name = f"{path}: {exercise.name}"
     if report is None:
         return {"name": name, "score": 0.0, "max_score": exercise.points,
                 "output": f"not graded: {reason}"}
     score = min(max(report.score, 0.0), exercise.points)
     output = str(report)
-    if borrowed:
-        score = 0.0
-        uses = "; ".join(str(b) for b in borrowed[:3])
-        output = (f"{exercise.function} is scored 0: it uses the course's reference or the "
-                  f"library it is checked against instead of your own code: {uses}\n{output}")
+    if flagged:
+        lines = "; ".join(str(f) for f in flagged[:4])
+        more = f" (and {len(flagged) - 4} more)" if len(flagged) > 4 else ""
+        if allow_flagged:
+            output = f"flagged for review, credited (--allow-flagged): {lines}{more}\n{output}"
+        else:
+            score = 0.0
+            output = (f"flagged for review: {lines}{more}. {exercise.function} is scored 0 "
+                      "until an instructor has looked: an exercise must be your own code, with "
+                      f"no course reference, checker or dynamic code in the notebook\n{output}")
     return {"name": name, "score": score, "max_score": exercise.points, "output": output}
 
 
@@ -249,7 +252,8 @@ def _read_cells(path: Path) -> tuple[list[str], str | None]:
 
 
 def grade_notebook(path, lesson: str | None = None, limits: Limits | None = None,
-                   total_timeout: float = 900, fast: bool = True) -> NotebookGrade:
+                   total_timeout: float = 900, fast: bool = True,
+                   allow_flagged: bool = False) -> NotebookGrade:
     """Execute and grade one notebook; never raises for anything the notebook contains."""
     started = time.monotonic()
     limits = limits or Limits()
@@ -285,15 +289,17 @@ def grade_notebook(path, lesson: str | None = None, limits: Limits | None = None
             run.run_all()
             for exercise in exercises:
                 reports[exercise.name] = _grade_exercise(run, grade.lesson, exercise,
-                                                         box.exchange)
-            grade.notes += run.notes
+                                                         box.inputs)
+            grade.notes += box.notes + run.notes
     except Exception as error:  # noqa: BLE001 - the sandbox itself failed; grade what we have
         grade.notes.append(f"the notebook's kernel failed: {type(error).__name__}: "
                            f"{str(error)[:200]}")
     reason = "; ".join(grade.notes) or "the kernel did not start"
     for exercise in exercises:
-        borrowed = find_borrowed(cells, exercise.function, exercise.oracles)
-        grade.tests.append(_test(path, exercise, reports.get(exercise.name), reason, borrowed))
+        flagged = review(cells, exercise.function, exercise.oracles,
+                         may_be_class=exercise.function[:1].isupper())
+        grade.tests.append(_test(path, exercise, reports.get(exercise.name), reason, flagged,
+                                 allow_flagged))
     grade.seconds = round(time.monotonic() - started, 1)
     return grade
 
@@ -305,12 +311,12 @@ def grade_notebook(path, lesson: str | None = None, limits: Limits | None = None
 
 def results_json(grades: list[NotebookGrade]) -> dict:
     """Gradescope's results.json: a total ``score``, the ``tests``, and notes as ``output``."""
-    notes = [f"{g.path}: {note}" for g in grades for note in g.notes]
-    return {
-        "score": round(sum(g.score for g in grades), 4),
-        "tests": [t for g in grades for t in g.tests],
-        "output": "\n".join(notes),
-    }
+    notes = [printable(f"{g.path}: {note}") for g in grades for note in g.notes]
+    tests = [{**t, "name": printable(t["name"], 500),
+              "output": printable(t["output"], 20_000, keep_newlines=True)}
+             for g in grades for t in g.tests]
+    return {"score": round(sum(g.score for g in grades), 4), "tests": tests,
+            "output": "\n".join(notes)}
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -333,10 +339,11 @@ def format_table(grades: list[NotebookGrade]) -> str:
             exercise = test["name"].rsplit(": ", 1)[1]
             verdict = "passed" if test["score"] == test["max_score"] else \
                 test["output"].splitlines()[0][:70]
-            rows.append((grade.path, exercise,
-                         f"{test['score']:g}/{test['max_score']:g}", verdict))
+            rows.append((printable(grade.path, 200), printable(exercise, 100),
+                         f"{test['score']:g}/{test['max_score']:g}", printable(verdict)))
         if not grade.tests:
-            rows.append((grade.path, "-", "-", grade.notes[0] if grade.notes else ""))
+            rows.append((printable(grade.path, 200), "-", "-",
+                         printable(grade.notes[0]) if grade.notes else ""))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows]
     total = sum(g.score for g in grades)
@@ -344,7 +351,7 @@ def format_table(grades: list[NotebookGrade]) -> str:
     lines.append(f"total: {total:g}/{maximum:g}")
     for grade in grades:
         for note in grade.notes:
-            lines.append(f"note ({grade.path}): {note}")
+            lines.append(printable(f"note ({grade.path}): {note}"))
     return "\n".join(lines)
 
 
@@ -362,12 +369,17 @@ def main(argv=None) -> int:
                         help="address-space limit of a notebook's kernel")
     parser.add_argument("--cpu-seconds", type=int, default=Limits.cpu_seconds,
                         help="CPU-time limit of a notebook's kernel")
+    parser.add_argument("--file-mb", type=int, default=Limits.file_mb,
+                        help="size of the kernel's private /tmp (all its files together)")
     parser.add_argument("--full", action="store_true", help="run lessons in full mode, not FAST")
+    parser.add_argument("--allow-flagged", action="store_true",
+                        help="credit exercises flagged for review (after an instructor looked)")
     args = parser.parse_args(argv)
     limits = Limits(memory_mb=args.memory_mb, cpu_seconds=args.cpu_seconds,
-                    cell_timeout=args.cell_timeout)
+                    file_mb=args.file_mb, cell_timeout=args.cell_timeout)
     grades = [grade_notebook(p, lesson=args.lesson, limits=limits, total_timeout=args.timeout,
-                             fast=not args.full) for p in args.notebooks]
+                             fast=not args.full, allow_flagged=args.allow_flagged)
+              for p in args.notebooks]
     print(format_table(grades))
     if args.json_path:
         write_atomically(Path(args.json_path), json.dumps(results_json(grades), indent=2) + "\n")

@@ -1,20 +1,22 @@
 """A kernel the grader can talk to and nothing else can reach past.
 
 The learner's notebook runs in a Jupyter kernel that the grader starts and drives cell by cell
-over ZeroMQ (Unix sockets in the sandbox's own directory). Around that kernel:
+over ZeroMQ (Unix sockets in a folder of the sandbox's own). The kernel is fenced in by
+:mod:`course.grading.fence`: a bubblewrap sandbox (its own PID, network and IPC namespaces, the
+Python environment read-only, a private size-capped ``/tmp``, no host file it was not given),
+running as ``nobody`` when the grader is root, inside a control group that bounds memory,
+processes and CPU for the whole tree, and dying with the grader. Besides:
 
-- **Processes.** With root (CI, a grading container) the kernel gets its own PID namespace
-  (``unshare --pid --kill-child``): when the sandbox closes, every process the notebook
-  started, detached ones included, dies with it. Without root, the grader makes itself a
-  child subreaper (``PR_SET_CHILD_SUBREAPER``), so orphans come back to it and are killed.
-- **Files.** The kernel's working directory and ``HOME`` is a fresh temporary directory; with a
-  mount namespace everything else is remounted read-only, and the kernel runs as ``nobody``
-  or as a root without capabilities (:mod:`course.grading.launch`).
-- **Network.** With root the kernel has a network namespace of its own: no network at all.
-- **Resources.** Address-space, CPU-time and file-size limits (``setrlimit``).
-- **Environment.** A handful of variables, none inherited from the grader but ``PATH``.
+- **Environment.** A handful of variables, none inherited from the grader but ``PATH`` and the
+  Python ones.
 - **Output.** The kernel's own stdout and stderr go nowhere: a notebook cannot write into the
-  grader's console. Cell output reaches the grader only as messages, and only errors are kept.
+  grader's console. Cell output reaches the grader only as messages, each at most
+  ``Limits.message_mb`` (a larger one is dropped by ZeroMQ before it is read), and only errors
+  and answers are kept, their text with control characters escaped.
+- **Without bubblewrap** (not installed, or no namespaces allowed) the kernel runs with the
+  per-process limits only, orphans are reaped by the grader (``PR_SET_CHILD_SUBREAPER``) and
+  killed, and :attr:`KernelSandbox.notes` says so; ``COURSE_REQUIRE_SANDBOX=1`` makes that an
+  error instead.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ from pathlib import Path
 
 from nbformat.v4 import output_from_msg
 
+from . import fence
+from .kernel_side import ANSWER_MIME
+from .text import printable
+
 #: Variables a kernel gets (their values from the grader's environment when set there).
 PASSED_ENV = ("PATH", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV")
 _PR_SET_CHILD_SUBREAPER = 36
@@ -42,11 +48,19 @@ _OUTPUT_MESSAGES = ("stream", "display_data", "execute_result", "error")
 
 @dataclass(frozen=True)
 class Limits:
-    """What one notebook may use. ``memory_mb`` bounds the kernel's address space."""
+    """What one notebook may use, for its whole process tree where a cgroup holds it.
+
+    ``memory_mb`` bounds the tree's memory (cgroup) and each process's address space;
+    ``file_mb`` the kernel's writable ``/tmp`` (all files together) and any one file;
+    ``message_mb`` any one message the grader accepts from the kernel.
+    """
 
     memory_mb: int = 6144
     cpu_seconds: int = 1800
     file_mb: int = 256
+    max_processes: int = 64
+    cpus: float = 1.0
+    message_mb: int = 64
     cell_timeout: float = 120.0  # a lesson cell
     startup_timeout: float = 60.0
 
@@ -54,28 +68,13 @@ class Limits:
 @dataclass(frozen=True)
 class Outcome:
     """How one execution ended: ``ok``, ``error`` (an exception), ``timeout`` or ``dead``;
-    with ``keep_outputs``, the cell's outputs as nbformat output dicts."""
+    with ``keep_outputs``, the cell's outputs as nbformat output dicts; ``answer``: the last
+    answer the kernel published during it (a dict, or None)."""
 
     status: str
     error: str = ""
     outputs: tuple = ()
-
-
-#: Set to "0" to grade without namespaces even as root (the path a non-root grader takes).
-NAMESPACES_ENV_VAR = "COURSE_SANDBOX_NAMESPACES"
-
-
-def namespaces_available() -> bool:
-    """True when ``unshare`` can give a kernel its own PID, mount and network namespaces."""
-    unshare = shutil.which("unshare")
-    if os.geteuid() != 0 or unshare is None or os.environ.get(NAMESPACES_ENV_VAR) == "0":
-        return False
-    probe = [unshare, "--mount", "--pid", "--net", "--fork", "--kill-child", "true"]
-    try:
-        return subprocess.run(probe, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              timeout=20).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
+    answer: dict | None = None
 
 
 def become_subreaper() -> bool:
@@ -112,6 +111,20 @@ def kill_descendants(keep: int | None = None, timeout: float = 5.0) -> int:
     return killed
 
 
+_SELFTEST: dict[str, str | None] = {}
+
+
+def sandbox_problem() -> str | None:
+    """Why a bubblewrap sandbox cannot be used here (None: it can); probed once per process."""
+    if "result" not in _SELFTEST:
+        _SELFTEST["result"] = fence.selftest()
+    return _SELFTEST["result"]
+
+
+class SandboxUnavailable(RuntimeError):
+    """``COURSE_REQUIRE_SANDBOX=1`` and no bubblewrap sandbox can start here."""
+
+
 class KernelSandbox:
     """One sandboxed kernel, restartable; use as a context manager.
 
@@ -127,18 +140,39 @@ class KernelSandbox:
         self.limits = limits or Limits()
         self.extra_env = dict(env or {})
         self.fenced = fenced
-        self.isolated = fenced and namespaces_available()
-        self.workdir = Path(tempfile.mkdtemp(prefix="course-sandbox-"))
-        self.cwd = Path(cwd) if cwd is not None else self.workdir
-        #: Where the grader and the kernel hand each other files. Made before the kernel starts,
-        #: so that the launcher gives it to the kernel's user.
-        self.exchange = self.workdir / "exchange"
-        self.exchange.mkdir()
+        #: what the grade should say about how this kernel was fenced in
+        self.notes: list[str] = []
+        problem = sandbox_problem() if fenced else None
+        self.sandboxed = fenced and problem is None
+        if fenced and problem is not None:
+            if os.environ.get(fence.REQUIRE_ENV_VAR) == "1" and \
+                    os.environ.get(fence.SANDBOX_ENV_VAR) != "off":
+                raise SandboxUnavailable(problem)
+            self.notes.append(f"the kernel ran without a sandbox ({problem}): only per-process "
+                              "limits held")
+        if fenced:
+            fence.sweep_stale()
+        self.workdir = Path(tempfile.mkdtemp(prefix=fence.workdir_prefix()))
+        self.layout = fence.Layout(self.workdir)
+        self.layout.create()
+        self.cwd = Path(cwd) if cwd is not None else None
+        self.cgroup = fence.Cgroup()
+        if self.sandboxed:
+            self.cgroup = fence.Cgroup.create(self.limits.memory_mb, self.limits.max_processes,
+                                              self.limits.cpus)
+            if self.cgroup.note:
+                self.notes.append(self.cgroup.note)
         self._spec_dir = Path(tempfile.mkdtemp(prefix="course-kernelspec-"))
         self._manager = None
         self._client = None
-        if fenced and not self.isolated:
+        self._context = None
+        if fenced and not self.sandboxed:
             become_subreaper()
+
+    @property
+    def inputs(self) -> Path:
+        """Where the grader writes files for the kernel (read-only to the kernel)."""
+        return self.layout.inputs
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -153,63 +187,99 @@ class KernelSandbox:
         if not self.fenced:
             return {**os.environ, **self.extra_env}
         env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
-        home = str(self.workdir)
+        home = fence.SANDBOX_HOME if self.sandboxed else str(self._fallback_home())
         env.update(HOME=home, TMPDIR=home, MPLCONFIGDIR=f"{home}/.matplotlib",
                    HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", MPLBACKEND="Agg",
                    PYTHONDONTWRITEBYTECODE="1", PYDEVD_DISABLE_FILE_VALIDATION="1")
         env.update(self.extra_env)
         return env
 
+    def _fallback_home(self) -> Path:
+        home = self.workdir / "home"
+        home.mkdir(exist_ok=True)
+        return home
+
     def _write_kernelspec(self) -> str:
         kernel = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-        argv = [*self._launcher(), "--", *kernel] if self.fenced else kernel
+        argv = [*self._launcher(), *kernel] if self.fenced else kernel
         spec = self._spec_dir / "kernels" / "course-sandbox"
         spec.mkdir(parents=True, exist_ok=True)
+        # "message": the interrupt goes to the kernel itself, not to bubblewrap in front of it
         (spec / "kernel.json").write_text(json.dumps({
             "argv": argv, "display_name": "course sandbox", "language": "python",
-            "interrupt_mode": "signal"}))
+            "interrupt_mode": "message" if self.fenced else "signal"}))
         return str(self._spec_dir / "kernels")
 
     def _launcher(self) -> list[str]:
-        """The command that fences the kernel in before it starts (see course.grading.launch)."""
-        launch = [sys.executable, "-m", "course.grading.launch", "--workdir", str(self.workdir),
+        """The command that fences the kernel in before it starts (course.grading.fence)."""
+        launch = [sys.executable, "-m", "course.grading.launch",
                   "--memory-mb", str(self.limits.memory_mb),
                   "--cpu-seconds", str(self.limits.cpu_seconds),
                   "--file-mb", str(self.limits.file_mb)]
-        if self.isolated:
-            launch = [shutil.which("unshare"), "--mount", "--pid", "--net", "--fork",
-                      "--kill-child", "--mount-proc", "--", *launch, "--read-only"]
+        for path in self.cgroup.paths:
+            launch += ["--cgroup", str(path)]
+        if not self.cgroup.paths:
+            launch += ["--max-processes", str(self.limits.max_processes)]
+        launch += ["--"]
+        if self.sandboxed:
+            launch += fence.bwrap_command(self.layout, self.limits.file_mb)
         return launch
 
     def start(self) -> None:
+        import zmq
         from jupyter_client import KernelManager
         from jupyter_client.kernelspec import KernelSpecManager
 
         specs = KernelSpecManager(kernel_dirs=[self._write_kernelspec()])
-        # Unix sockets in the workdir: they work across the kernel's empty network namespace.
+        # every socket made from this context drops an incoming message above the cap unread
+        self._context = zmq.Context()
+        self._context.setsockopt(zmq.MAXMSGSIZE, self.limits.message_mb * 2 ** 20)
+        sockets = self.layout.sockets
+        fence.lock_sockets(self.layout, locked=False)
+        # Unix sockets in a folder the sandbox shares: they work across its empty network
         self._manager = KernelManager(
             kernel_name="course-sandbox", kernel_spec_manager=specs, transport="ipc",
-            ip=str(self.workdir / ".kernel"),
-            connection_file=str(self.workdir / ".kernel-connection.json"))
+            ip=str(sockets / "kernel"), connection_file=str(sockets / "connection.json"),
+            context=self._context)
+        self._manager.write_connection_file()  # (once) then readable by the kernel's user
+        fence.give_to_kernel(Path(self._manager.connection_file))
         self._start_kernel()
 
     def _start_kernel(self) -> None:
         devnull = subprocess.DEVNULL
-        self._manager.start_kernel(cwd=str(self.cwd), env=self._kernel_env(),
-                                   stdout=devnull, stderr=devnull, stdin=devnull)
-        self._client = self._manager.client()
+        cwd = str(self.cwd) if self.cwd is not None else (
+            fence.SANDBOX_HOME if self.sandboxed else str(self._fallback_home()))
+        # bubblewrap changes into the home itself; the launcher starts in the grader's folder
+        start_in = str(self.workdir) if self.sandboxed else cwd
+        self._manager.start_kernel(cwd=start_in, env=self._kernel_env(), stdout=devnull,
+                                   stderr=devnull, stdin=devnull)
+        self._client = self._manager.client(context=self._context)
         self._client.start_channels()
         self._client.wait_for_ready(timeout=self.limits.startup_timeout)
+        fence.lock_sockets(self.layout, locked=True)
 
     def restart(self) -> None:
         """A fresh kernel in the same sandbox, after the old one and all it started are gone."""
         self._client.stop_channels()
-        self._manager.restart_kernel(now=True)  # kills the old kernel (and its namespace)
-        if self.fenced and not self.isolated:
-            kill_descendants(keep=self._manager.provisioner.process.pid)
-        self._client = self._manager.client()
-        self._client.start_channels()
-        self._client.wait_for_ready(timeout=self.limits.startup_timeout)
+        self._manager.shutdown_kernel(now=True, restart=True)  # kills the old kernel
+        if self.fenced and not self.sandboxed:
+            kill_descendants()
+        self._clear_sockets()
+        fence.lock_sockets(self.layout, locked=False)
+        self._start_kernel()
+
+    def _clear_sockets(self) -> None:
+        """Remove whatever the old kernel left in its socket folder (links included, never
+        followed), but the connection file the grader wrote."""
+        folder = self.layout.sockets
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(folder):
+                if entry.name != "connection.json":
+                    with contextlib.suppress(OSError):
+                        if entry.is_dir(follow_symlinks=False):
+                            shutil.rmtree(entry.path, ignore_errors=True)
+                        else:
+                            os.unlink(entry.path)
 
     def _kill_kernel(self) -> None:
         """The kernel ignored an interrupt: kill it; :meth:`restart` brings a new one."""
@@ -223,12 +293,16 @@ class KernelSandbox:
         if self._manager is not None:
             with contextlib.suppress(Exception):
                 self._manager.shutdown_kernel(now=True)
-        if self.fenced and not self.isolated:
+        if self.fenced and not self.sandboxed:
             kill_descendants()
+        self.cgroup.remove()
 
     def close(self) -> None:
         """Stop the kernel and everything it started; delete the sandbox's files."""
         self._stop_kernel()
+        if self._context is not None:
+            with contextlib.suppress(Exception):
+                self._context.destroy(linger=0)
         shutil.rmtree(self.workdir, ignore_errors=True)
         shutil.rmtree(self._spec_dir, ignore_errors=True)
 
@@ -242,7 +316,8 @@ class KernelSandbox:
         """Run ``code`` in the kernel; interrupt it after ``timeout`` seconds.
 
         Output is read and dropped (a notebook may print megabytes) unless ``keep_outputs``; an
-        exception is kept as one line. A kernel that ignores the interrupt is killed and
+        exception is kept as one line, control characters escaped; the last answer published
+        (:data:`ANSWER_MIME`) is kept. A kernel that ignores the interrupt is killed and
         reported as ``timeout``; one that exits is ``dead``. Either way the caller restarts
         before going on.
         """
@@ -250,7 +325,7 @@ class KernelSandbox:
             return Outcome("dead", "the kernel was not running")
         msg_id = self._client.execute(code, store_history=False, allow_stdin=False)
         deadline = time.monotonic() + timeout
-        error, interrupted, outputs = "", False, []
+        error, interrupted, outputs, answer = "", False, [], None
         while True:
             now = time.monotonic()
             if now > deadline:
@@ -258,7 +333,8 @@ class KernelSandbox:
                     self._kill_kernel()
                     return Outcome("timeout", f"no answer within {timeout:g} s, and the "
                                    "interrupt was ignored")
-                self._manager.interrupt_kernel()
+                with contextlib.suppress(Exception):
+                    self._manager.interrupt_kernel()
                 interrupted, deadline = True, now + 5.0
                 error = f"no answer within {timeout:g} s (interrupted)"
             if not self._manager.is_alive():
@@ -270,13 +346,18 @@ class KernelSandbox:
             if message.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
             kind, content = message.get("msg_type"), message.get("content", {})
+            if kind == "display_data" and isinstance(content.get("data"), dict) and \
+                    ANSWER_MIME in content["data"]:
+                answer = content["data"][ANSWER_MIME]
+                continue
             if keep_outputs and kind in _OUTPUT_MESSAGES:
                 outputs.append(output_from_msg(message))
             elif keep_outputs and kind == "clear_output":
                 outputs.clear()
             if kind == "error" and not interrupted:
-                error = f"{content.get('ename', '?')}: {str(content.get('evalue', ''))[:300]}"
+                error = printable(f"{content.get('ename', '?')}: "
+                                  f"{str(content.get('evalue', ''))[:300]}")
             elif kind == "status" and content.get("execution_state") == "idle":
                 if interrupted:
                     return Outcome("timeout", error, tuple(outputs))
-                return Outcome("error" if error else "ok", error, tuple(outputs))
+                return Outcome("error" if error else "ok", error, tuple(outputs), answer)
