@@ -87,7 +87,7 @@ def measure_adapter(pipe, name: str, seeds: int = 4, base_seeds: int = 2,
 
 
 #: strengths (purple, outline) the mix is also measured at: adapters trained apart interfere
-MIXES = ((1.0, 1.0), (1.0, 0.75), (1.0, 0.5), (0.75, 0.75))
+MIXES = ((1.0, 1.0), (1.0, 0.5), (1.0, 1.5), (1.25, 1.0), (1.25, 1.25))
 
 
 @torch.no_grad()
