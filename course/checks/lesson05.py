@@ -71,7 +71,7 @@ def _swapped(eps_uncond, eps_cond, guidance_scale):
     return eps_cond + guidance_scale * (eps_uncond - eps_cond)
 
 
-def _imagen_convention(eps_uncond, eps_cond, guidance_scale):
+def _one_plus_w_convention(eps_uncond, eps_cond, guidance_scale):
     return eps_cond + guidance_scale * (eps_cond - eps_uncond)
 
 
@@ -104,11 +104,11 @@ cfg_combine = Exercise(
                 "the answer is eps_cond + w (eps_uncond - eps_cond): guidance pushed away from "
                 "the prompt, towards the empty one. Mind the order: the first argument is the "
                 "unconditional prediction."),
-        Mistake("Imagen's (1 + w) convention", _imagen_convention,
+        Mistake("Ho and Salimans' (1 + w) convention", _one_plus_w_convention,
                 "the answer is eps_cond + w (eps_cond - eps_uncond) = (1 + w) eps_cond - w "
-                "eps_uncond, the formulation of Ho and Salimans and of Imagen, where w = 0 means "
-                "no guidance. diffusers' guidance_scale starts from the unconditional prediction "
-                "instead, so that w = 1 means no guidance."),
+                "eps_uncond, Ho and Salimans' formulation, where w = 0 means no guidance. "
+                "diffusers' guidance_scale (like Imagen's w) starts from the unconditional "
+                "prediction instead, so that w = 1 means no guidance."),
         Mistake("w * eps_cond only", _scaled_cond_only,
                 "the answer is w * eps_cond: that only rescales the conditional prediction and "
                 "never uses the unconditional one, so there is no direction to extrapolate along."),
@@ -195,8 +195,8 @@ def _chunks_swapped(**inputs):
     return _loop(**inputs, combine=_swapped)
 
 
-def _loop_imagen(**inputs):
-    return _loop(**inputs, combine=_imagen_convention)
+def _loop_one_plus_w(**inputs):
+    return _loop(**inputs, combine=_one_plus_w_convention)
 
 
 def _no_guidance(**inputs):
@@ -233,7 +233,7 @@ cfg_sample = Exercise(
                 "the halves of the U-Net's output were read in the other order than the states "
                 "were stacked: guidance pushed away from the prompt. Stack [uncond, cond] and "
                 "split in that same order."),
-        Mistake("Imagen's (1 + w) convention", _loop_imagen,
+        Mistake("Ho and Salimans' (1 + w) convention", _loop_one_plus_w,
                 "the blend was eps_cond + w (eps_cond - eps_uncond); the pipeline's "
                 "guidance_scale starts from the unconditional prediction."),
         Mistake("no guidance at all", _no_guidance,

@@ -7,11 +7,12 @@ eps(x_t | c), with "" it predicts eps(x_t). Guidance extrapolates from the secon
     eps_hat = eps_uncond + w * (eps_cond - eps_uncond)
 
 w = 1 is the conditional model alone, w = 0 the unconditional one, w > 1 pushes further in the
-direction the prompt adds. This is diffusers' convention (``guidance_scale`` of its pipelines);
-Imagen writes the same blend as (1 + w') eps_cond - w' eps_uncond, so its w' = w - 1.
+direction the prompt adds. This is diffusers' convention (``guidance_scale`` of its pipelines)
+and Imagen's (Saharia et al. 2022, eq. 2: w eps_cond + (1 - w) eps_uncond); Ho and Salimans
+write (1 + w') eps_cond - w' eps_uncond, so their w' = w - 1.
 
 The blend is linear, so it holds for any parametrisation that is linear in the noise for a fixed
-x_t: epsilon, v (Stable Diffusion 2, the course's tiny pipeline) and x0 predictions alike.
+x_t: epsilon, v (SD 2's 768-v models, the course's tiny pipeline) and x0 predictions alike.
 """
 
 from __future__ import annotations
