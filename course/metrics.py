@@ -246,6 +246,25 @@ def _verdict(m: dict, scale: float) -> dict:
     }
 
 
+def attribute_spread(images: torch.Tensor) -> dict[str, float]:
+    """How much the images of one prompt (many seeds) differ: standard deviations over the batch
+    [B, 3, H, W] in [-1, 1] of the shape's size (the square root of its area, in pixels), its
+    centre (pixels; the root mean square of the x and y deviations) and its shade (the mean
+    colour of its foreground pixels; the root of the summed RGB variances, in [-1, 1] units).
+
+    Guidance trades this spread for adherence (Ho and Salimans 2022): at a high scale every seed
+    draws nearly the same shape, in the same place, in the same shade."""
+    found = analyze_images(images)
+    images = images.detach().float().cpu().clamp(-1, 1)
+    side = torch.tensor([f["area"] for f in found]).clamp_min(0).sqrt()  # [B]
+    centers = torch.tensor([f["center"] for f in found])  # [B, 2]
+    foreground = ((images - _BACKGROUND.view(1, 3, 1, 1)).norm(dim=1) > FOREGROUND).unsqueeze(1)
+    shade = (images * foreground).sum((2, 3)) / foreground.sum((2, 3)).clamp_min(1)  # [B, 3]
+    return {"size": side.std().item(),
+            "position": centers.var(0).sum().div(2).sqrt().item(),
+            "shade": shade.var(0).sum().sqrt().item()}
+
+
 def enclosed(mask: torch.Tensor) -> torch.Tensor:
     """The pixels of [B, H, W] that ``mask`` encloses: not in it, and cut off from the border
     by it (8-neighbour paths of non-mask pixels). An outline's inside; empty for a solid shape."""

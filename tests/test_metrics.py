@@ -165,3 +165,18 @@ def test_inputs_are_checked(world):
         prompt_adherence(images[:1], ["an orange circle on the left"])
     with pytest.raises(ValueError, match="square RGB"):
         analyze_images(torch.zeros(2, 1, 32, 32))
+
+
+def test_attribute_spread_is_zero_for_copies_and_grows_with_what_differs():
+    from course.data.shapes import Combo, render_combinations
+    from course.metrics import attribute_spread
+
+    one = render_combinations([Combo("red", "circle", "center")], seed=0)
+    copies = attribute_spread(one.expand(8, -1, -1, -1))
+    assert copies == {"size": 0.0, "position": 0.0, "shade": 0.0}
+    places = render_combinations([Combo("red", "circle", p) for p in ("left", "right", "top",
+                                                                      "bottom")], seed=0)
+    colours = render_combinations([Combo(c, "circle", "center") for c in ("red", "blue",
+                                                                          "green", "yellow")])
+    assert attribute_spread(places)["position"] > 5.0  # pixels: the anchors lie ~8 px apart
+    assert attribute_spread(colours)["shade"] > 10 * attribute_spread(places)["shade"]

@@ -28,12 +28,13 @@ def _with_parameters(notebook, parameters: dict) -> None:
 
 
 def execute_notebook(path, *, fast: bool = True, timeout: int = 600, allow_errors: bool = False,
-                     parameters: dict | None = None, extra_cells: tuple[str, ...] = ()
-                     ) -> tuple[nbformat.NotebookNode, float]:
+                     parameters: dict | None = None, extra_cells: tuple[str, ...] = (),
+                     env: dict[str, str] | None = None) -> tuple[nbformat.NotebookNode, float]:
     """Execute the notebook at ``path`` (plus ``extra_cells`` at the end) in a fresh kernel.
 
     The kernel starts in the notebook's folder, offline, with ``COURSE_FAST`` set from ``fast``;
-    ``parameters`` are injected after the parameters cell; ``timeout`` bounds each cell.
+    ``parameters`` are injected after the parameters cell; ``timeout`` bounds each cell; ``env``
+    adds variables to the kernel's environment.
     Returns the executed notebook and the wall time in seconds. A cell that raises is a
     :class:`CellError` unless ``allow_errors``; one that hangs or kills the kernel always is.
     """
@@ -42,7 +43,7 @@ def execute_notebook(path, *, fast: bool = True, timeout: int = 600, allow_error
     if parameters:
         _with_parameters(notebook, parameters)
     notebook.cells += [nbformat.v4.new_code_cell(source) for source in extra_cells]
-    env = {"COURSE_FAST": "1" if fast else "0", "HF_HUB_OFFLINE": "1"}
+    env = {"COURSE_FAST": "1" if fast else "0", "HF_HUB_OFFLINE": "1", **(env or {})}
     with KernelSandbox(Limits(cell_timeout=timeout), env=env, fenced=False,
                        cwd=path.parent.resolve()) as kernel:
         start = time.perf_counter()

@@ -23,7 +23,10 @@ from safetensors.torch import load_file, save_file
 
 from ..nets import TinyUNet, UNetConfig
 from ..tinysd.registry import ENTRIES as PIPELINES  # noqa: F401 - names and digests
-from ..tinysd.registry import load_pipeline  # noqa: F401 - "tiny-shapes" or a hub id
+from ..tinysd.registry import (
+    load_pipeline,  # noqa: F401 - "tiny-shapes" or a hub id
+    real_pipeline,  # noqa: F401 - SD on a GPU, or the reason not
+)
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "assets"
 #: Where training writes by default: the installed package is never written to.

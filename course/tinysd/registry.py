@@ -124,6 +124,40 @@ def _load_from_hub(repo: str, revision: str | None, device, dtype):
     return pipe.to(device)
 
 
+#: a folder holding a stand-in pipeline (``standin.save_standin``): ``real_pipeline`` loads it
+#: instead of the hub's model, on whatever device there is
+STANDIN_ENV = "COURSE_SD_STANDIN"
+
+
+def real_pipeline(name: str = "sd-1.5", dtype=None):
+    """(pipeline, None) when real Stable Diffusion can run here, else (None, the reason).
+
+    ``name``: a registry name or a hub id. Real models need a CUDA GPU and the hub; they load on
+    the GPU in ``dtype`` (default float16). With ``COURSE_SD_STANDIN`` set to a stand-in folder,
+    that folder loads instead (float32 on a CPU), so the lessons' real-SD cells run their code
+    everywhere: the test suite does this.
+    """
+    import os
+
+    import torch
+
+    from ..device import hub_reachable
+
+    standin = os.environ.get(STANDIN_ENV)
+    if standin:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        pipe = load_pipeline(standin, device=device,
+                             dtype=(dtype or torch.float16) if device == "cuda" else torch.float32)
+        return pipe, None
+    if not torch.cuda.is_available():
+        return None, "it needs a CUDA GPU (this run has none)"
+    if not hub_reachable():
+        return None, "it needs the Hugging Face hub (this run is offline)"
+    pipe = load_pipeline(name, device="cuda", dtype=dtype or torch.float16)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, None
+
+
 if __name__ == "__main__":
     for folder in sys.argv[1:] or [str(ASSETS / "tiny_shapes")]:
         sha, nbytes = folder_digest(folder)
