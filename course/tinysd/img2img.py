@@ -1,0 +1,67 @@
+"""Image to image (SDEdit, Meng et al. 2022), written out: what ``StableDiffusionImg2ImgPipeline``
+does with a text-to-image pipeline's own parts.
+
+Forward noising returns: instead of starting from pure noise, start from the *input image*
+noised part of the way, then denoise the rest of the way under the new prompt.
+
+1. encode the prompt and the negative prompt, as for text to image;
+2. encode the image: z0 ~ q(z | x) times the VAE's ``scaling_factor`` (a sample, as diffusers
+   draws it, from the same generator as the noise, and before it);
+3. ``strength`` in (0, 1] picks how far to go back: of ``steps`` sampler steps, the last
+   ``int(steps * strength)`` are run, starting from the timestep t_start where they begin, and
+   z_t = sqrt(alpha_bar_t) z0 + sqrt(1 - alpha_bar_t) eps (``scheduler.add_noise``): lesson 01's
+   forward process in one jump;
+4. the guided denoising loop over those steps only, then decode.
+
+strength 1 starts at the first timestep, where the tiny pipeline's zero-terminal-SNR schedule
+keeps nothing of the input; small strengths keep its layout and colours and change details.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..diffusion.guidance import cfg_combine
+from .guided import encode_prompts
+
+
+def kept_timesteps(scheduler, steps: int, strength: float) -> torch.Tensor:
+    """The timesteps img2img runs: the last ``int(steps * strength)`` of ``steps`` (call after
+    ``scheduler.set_timesteps(steps)``), as diffusers' ``get_timesteps`` picks them."""
+    if not 0 < strength <= 1:
+        raise ValueError(f"strength must be in (0, 1], got {strength}")
+    run = min(int(steps * strength), steps)
+    if run == 0:
+        raise ValueError(f"strength {strength} of {steps} steps runs no step: raise either")
+    start = (steps - run) * scheduler.order
+    if hasattr(scheduler, "set_begin_index"):  # multistep schedulers count their own steps
+        scheduler.set_begin_index(start)
+    return scheduler.timesteps[start:]
+
+
+@torch.no_grad()
+def img2img(pipe, image: torch.Tensor, prompt: str, strength: float = 0.6,
+            negative_prompt: str = "", guidance_scale: float = 5.0, steps: int = 25,
+            seed: int = 0) -> torch.Tensor:
+    """``image`` [1, 3, H, W] in [0, 1] redrawn for ``prompt``: [1, 3, H, W] in [0, 1], the
+    image ``StableDiffusionImg2ImgPipeline(**pipe.components)`` makes with
+    ``generator=torch.Generator().manual_seed(seed)``."""
+    device, dtype = pipe.unet.device, pipe.unet.dtype
+    scheduler = pipe.scheduler
+    uncond, cond = encode_prompts(pipe, [prompt], negative_prompt)
+    generator = torch.Generator().manual_seed(seed)
+    x = (image.to(device, pipe.vae.dtype) * 2 - 1)  # [1, 3, H, W] in [-1, 1]
+    posterior = pipe.vae.encode(x).latent_dist
+    z0 = posterior.sample(generator) * pipe.vae.config.scaling_factor  # [1, 4, h, w]
+    noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype).to(device)
+    scheduler.set_timesteps(steps, device=device)
+    timesteps = kept_timesteps(scheduler, steps, strength)
+    latents = scheduler.add_noise(z0, noise, timesteps[:1]).to(dtype)  # z_t at the first kept t
+    text = torch.cat([uncond, cond])
+    for t in timesteps:
+        both = scheduler.scale_model_input(torch.cat([latents, latents]), t)
+        pred_uncond, pred_cond = pipe.unet(both, t, encoder_hidden_states=text).sample.chunk(2)
+        latents = scheduler.step(cfg_combine(pred_uncond, pred_cond, guidance_scale), t,
+                                 latents).prev_sample
+    decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+    return (decoded / 2 + 0.5).clamp(0, 1)
