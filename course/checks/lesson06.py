@@ -1,10 +1,13 @@
-"""Checks for lesson 06, Stable Diffusion end to end.
+"""Checks for lesson 06, Stable Diffusion end to end, and image to image.
 
-Oracle: ``diffusers.StableDiffusionPipeline.__call__`` itself, on the bundled tiny pipeline, with
-the same prompt, negative prompt, guidance scale, step count and a CPU generator seeded with the
-same seed. A hand-written pipeline is right when it gives that very image (to float rounding),
-whatever the scheduler: DDIM (the pipeline's own), DPM-Solver++ and Euler (whose start noise is
-4096 times larger, so that its two scalings matter).
+Oracle for ``generate``: ``diffusers.StableDiffusionPipeline.__call__`` itself, on the bundled
+tiny pipeline, with the same prompt, negative prompt, guidance scale, step count and a CPU
+generator seeded with the same seed. A hand-written pipeline is right when it gives that very
+image (to float rounding), whatever the scheduler: DDIM (the pipeline's own), DPM-Solver++ and
+Euler (whose start noise is 4096 times larger, so that its two scalings matter).
+
+Oracle for ``img2img``: ``diffusers.StableDiffusionImg2ImgPipeline(**pipe.components)`` with the
+same arguments and generator, on the same schedulers.
 
 The known mistakes are the slips the lesson warns about, written out below as one loop with a
 switch per slip.
@@ -27,7 +30,7 @@ from .core import (
     hint,
 )
 
-__all__ = ["EXERCISES", "generate", "hint"]
+__all__ = ["EXERCISES", "generate", "hint", "img2img"]
 
 
 def _pipeline(kind: str):
@@ -190,4 +193,140 @@ generate = Exercise(
     ],
 )
 
-EXERCISES = [generate]
+
+# --------------------------------------------------------------------------------------------
+# Exercise: img2img(pipe, image, prompt, strength, negative_prompt, guidance_scale, steps, seed)
+# --------------------------------------------------------------------------------------------
+
+
+def _img2img_oracle(pipe, image, prompt, strength, negative_prompt, guidance_scale, steps, seed):
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    with torch.no_grad(), diffusers_quiet():
+        reference = StableDiffusionImg2ImgPipeline(**pipe.components)
+        reference.set_progress_bar_config(disable=True)
+        return reference(prompt, image=image, strength=strength, negative_prompt=negative_prompt,
+                         guidance_scale=guidance_scale, num_inference_steps=steps,
+                         generator=torch.Generator().manual_seed(seed), output_type="pt").images
+
+
+@torch.no_grad()
+def _img2img_by_hand(pipe, image, prompt, strength=0.6, negative_prompt="", guidance_scale=5.0,
+                     steps=25, seed=0, *, sample=True, noise_first=False, every_step=False,
+                     scale_latent=True, to_signed=True):
+    """SDEdit with one switch per known slip (all at their defaults: the right answer)."""
+    from ..tinysd.guided import encode_prompts
+    from ..tinysd.img2img import kept_timesteps
+
+    device, scheduler = pipe.unet.device, pipe.scheduler
+    uncond, cond = encode_prompts(pipe, [prompt], negative_prompt)
+    generator = torch.Generator().manual_seed(seed)
+    x = image.to(device) * 2 - 1 if to_signed else image.to(device)
+    posterior = pipe.vae.encode(x).latent_dist
+    shape = posterior.mean.shape
+    noise = torch.randn(shape, generator=generator) if noise_first else None
+    z0 = posterior.sample(generator) if sample else posterior.mean
+    if scale_latent:
+        z0 = z0 * pipe.vae.config.scaling_factor
+    if noise is None:
+        noise = torch.randn(shape, generator=generator)
+    scheduler.set_timesteps(steps, device=device)
+    timesteps = scheduler.timesteps if every_step else kept_timesteps(scheduler, steps, strength)
+    latents = scheduler.add_noise(z0, noise.to(device), timesteps[:1])
+    text = torch.cat([uncond, cond])
+    with diffusers_quiet():
+        for t in timesteps:
+            both = scheduler.scale_model_input(torch.cat([latents, latents]), t)
+            pred_uncond, pred_cond = pipe.unet(both, t, encoder_hidden_states=text).sample.chunk(2)
+            latents = scheduler.step(pred_uncond + guidance_scale * (pred_cond - pred_uncond), t,
+                                     latents).prev_sample
+    decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+    return (decoded / 2 + 0.5).clamp(0, 1)
+
+
+def _img2img_slip(**switch):
+    return functools.partial(_img2img_by_hand, **switch)
+
+
+def _input_image(combo: tuple[str, str, str], seed: int) -> torch.Tensor:
+    """A rendered shape [1, 3, 32, 32] in [0, 1]: the picture to redraw."""
+    from ..data.shapes import Combo, render_combinations
+
+    return render_combinations([Combo(*combo)], seed=seed) / 2 + 0.5
+
+
+def _img2img_case(name, kind, combo, prompt, strength, guidance_scale, steps, seed,
+                  negative_prompt="", hidden=False):
+    def make():
+        return {"pipe": _pipeline(kind), "image": _input_image(combo, seed), "prompt": prompt,
+                "strength": strength, "negative_prompt": negative_prompt,
+                "guidance_scale": guidance_scale, "steps": steps, "seed": seed}
+
+    def verify(inputs, got):
+        expected = _img2img_oracle(_pipeline(kind), _input_image(combo, seed), prompt, strength,
+                                   negative_prompt, guidance_scale, steps, seed)
+        return compare_tensor("image", got, expected, atol=1e-4, rtol=1e-3)
+
+    return Case(name, make, verify, hidden=hidden)
+
+
+img2img = Exercise(
+    name="img2img",
+    function="img2img",
+    points=2,
+    time_limit=60,
+    oracles=("diffusers.StableDiffusionImg2ImgPipeline", "diffusers.pipelines",
+             "course.tinysd.img2img"),
+    cases=[
+        _img2img_case("DDIM, strength 0.5 of 10 steps, w = 5: a red circle becomes blue",
+                      "ddim", ("red", "circle", "left"), "a blue circle on the left", 0.5, 5.0,
+                      10, 0),
+        _img2img_case("DDIM, strength 0.8 of 6 steps, w = 7.5: a square becomes a triangle",
+                      "ddim", ("green", "square", "center"), "a green triangle in the center",
+                      0.8, 7.5, 6, 1),
+        _img2img_case("Euler, strength 0.6 of 10 steps (a multistep scheduler's begin index)",
+                      "euler", ("yellow", "triangle", "top"), "a red triangle at the top", 0.6,
+                      5.0, 10, 2, hidden=True),
+        _img2img_case("strength 1: every step, the input only through the generator", "ddim",
+                      ("blue", "square", "right"), "a yellow circle on the left", 1.0, 3.0, 5, 3,
+                      hidden=True),
+        _img2img_case("DPM-Solver++, strength 0.3, a negative prompt", "dpm++",
+                      ("red", "square", "bottom"), "a red square at the bottom", 0.3, 5.0, 10, 4,
+                      negative_prompt="a blue square at the bottom", hidden=True),
+    ],
+    mistakes=[
+        Mistake("the posterior's mean instead of a sample", _img2img_slip(sample=False),
+                "the image was encoded to latent_dist.mean; diffusers draws latent_dist.sample("
+                "generator), from the same generator as the noise and before it. (On the tiny "
+                "pipeline the mean is the better input, as the lesson measures; the check asks "
+                "for what diffusers does.)"),
+        Mistake("the noise drawn before the image's latent", _img2img_slip(noise_first=True),
+                "the same generator gives the image's sample and the noise; diffusers draws the "
+                "sample first, then the noise. Swap the two draws."),
+        Mistake("every step run, whatever the strength", _img2img_slip(every_step=True),
+                "all the scheduler's timesteps ran: strength picks how far back to start. Keep "
+                "the last int(steps * strength) of scheduler.timesteps and noise to the first "
+                "of them."),
+        Mistake("the image latent not multiplied by scaling_factor",
+                _img2img_slip(scale_latent=False),
+                "the encoder's latent went in as it is; the U-Net was trained on latents times "
+                "pipe.vae.config.scaling_factor."),
+        Mistake("the image left in [0, 1]", _img2img_slip(to_signed=False),
+                "the VAE's encoder expects images in [-1, 1]: encode image * 2 - 1."),
+    ],
+    hints=[
+        "The text-to-image loop of `generate`, with a different start: encode the image, noise it "
+        "to the timestep that `strength` picks, and run only the steps from there on.",
+        "One generator = torch.Generator().manual_seed(seed), used twice and in this order: "
+        "z0 = pipe.vae.encode(image * 2 - 1).latent_dist.sample(generator) * scaling_factor, "
+        "then noise = torch.randn(z0.shape, generator=generator). After "
+        "scheduler.set_timesteps(steps): run = int(steps * strength), start = steps - run, "
+        "timesteps = scheduler.timesteps[start:] (and scheduler.set_begin_index(start) when the "
+        "scheduler has it).",
+        "latents = scheduler.add_noise(z0, noise, timesteps[:1]); then for t in timesteps the "
+        "guided step of `generate`; decode latents / scaling_factor and return "
+        "(image / 2 + 0.5).clamp(0, 1).",
+    ],
+)
+
+EXERCISES = [generate, img2img]

@@ -42,17 +42,23 @@ def kept_timesteps(scheduler, steps: int, strength: float) -> torch.Tensor:
 @torch.no_grad()
 def img2img(pipe, image: torch.Tensor, prompt: str, strength: float = 0.6,
             negative_prompt: str = "", guidance_scale: float = 5.0, steps: int = 25,
-            seed: int = 0) -> torch.Tensor:
+            seed: int = 0, posterior: str = "sample") -> torch.Tensor:
     """``image`` [1, 3, H, W] in [0, 1] redrawn for ``prompt``: [1, 3, H, W] in [0, 1], the
     image ``StableDiffusionImg2ImgPipeline(**pipe.components)`` makes with
-    ``generator=torch.Generator().manual_seed(seed)``."""
+    ``generator=torch.Generator().manual_seed(seed)``.
+
+    posterior: "sample" (diffusers' default) or "mean" (its ``sample_mode="argmax"``): z0 is
+    the posterior's mean, and the generator gives the noise only."""
+    if posterior not in ("sample", "mean"):
+        raise ValueError(f'posterior must be "sample" or "mean", got {posterior!r}')
     device, dtype = pipe.unet.device, pipe.unet.dtype
     scheduler = pipe.scheduler
     uncond, cond = encode_prompts(pipe, [prompt], negative_prompt)
     generator = torch.Generator().manual_seed(seed)
     x = (image.to(device, pipe.vae.dtype) * 2 - 1)  # [1, 3, H, W] in [-1, 1]
-    posterior = pipe.vae.encode(x).latent_dist
-    z0 = posterior.sample(generator) * pipe.vae.config.scaling_factor  # [1, 4, h, w]
+    distribution = pipe.vae.encode(x).latent_dist
+    z0 = (distribution.sample(generator) if posterior == "sample" else distribution.mode())
+    z0 = z0 * pipe.vae.config.scaling_factor  # [1, 4, h, w]
     noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype).to(device)
     scheduler.set_timesteps(steps, device=device)
     timesteps = kept_timesteps(scheduler, steps, strength)
