@@ -214,34 +214,24 @@ def _img2img_oracle(pipe, image, prompt, strength, negative_prompt, guidance_sca
 def _img2img_by_hand(pipe, image, prompt, strength=0.6, negative_prompt="", guidance_scale=5.0,
                      steps=25, seed=0, *, sample=True, noise_first=False, every_step=False,
                      scale_latent=True, to_signed=True):
-    """SDEdit with one switch per known slip (all at their defaults: the right answer)."""
-    from ..tinysd.guided import encode_prompts
-    from ..tinysd.img2img import kept_timesteps
+    """SDEdit with one switch per known slip (all at their defaults: the right answer). Every
+    slip happens before the loop, which is the course's own (``redraw_latents``)."""
+    from ..tinysd.img2img import redraw_latents
 
-    device, scheduler = pipe.unet.device, pipe.scheduler
-    uncond, cond = encode_prompts(pipe, [prompt], negative_prompt)
     generator = torch.Generator().manual_seed(seed)
-    x = image.to(device) * 2 - 1 if to_signed else image.to(device)
-    posterior = pipe.vae.encode(x).latent_dist
-    shape = posterior.mean.shape
+    x = image.to(pipe.vae.device) * 2 - 1 if to_signed else image.to(pipe.vae.device)
+    distribution = pipe.vae.encode(x).latent_dist
+    shape = distribution.mean.shape
     noise = torch.randn(shape, generator=generator) if noise_first else None
-    z0 = posterior.sample(generator) if sample else posterior.mean
+    z0 = distribution.sample(generator) if sample else distribution.mean
     if scale_latent:
         z0 = z0 * pipe.vae.config.scaling_factor
     if noise is None:
         noise = torch.randn(shape, generator=generator)
-    scheduler.set_timesteps(steps, device=device)
-    timesteps = scheduler.timesteps if every_step else kept_timesteps(scheduler, steps, strength)
-    latents = scheduler.add_noise(z0, noise.to(device), timesteps[:1])
-    text = torch.cat([uncond, cond])
-    with diffusers_quiet():
-        for t in timesteps:
-            both = scheduler.scale_model_input(torch.cat([latents, latents]), t)
-            pred_uncond, pred_cond = pipe.unet(both, t, encoder_hidden_states=text).sample.chunk(2)
-            latents = scheduler.step(pred_uncond + guidance_scale * (pred_cond - pred_uncond), t,
-                                     latents).prev_sample
-    decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
-    return (decoded / 2 + 0.5).clamp(0, 1)
+    with diffusers_quiet():  # every step run = noised all the way back, as strength 1 does
+        return redraw_latents(pipe, z0, noise.to(z0.device), prompt,
+                              1.0 if every_step else strength, negative_prompt, guidance_scale,
+                              steps)
 
 
 def _img2img_slip(**switch):
@@ -298,8 +288,8 @@ img2img = Exercise(
         Mistake("the posterior's mean instead of a sample", _img2img_slip(sample=False),
                 "the image was encoded to latent_dist.mean; diffusers draws latent_dist.sample("
                 "generator), from the same generator as the noise and before it. (On the tiny "
-                "pipeline the mean is the better input, as the lesson measures; the check asks "
-                "for what diffusers does.)"),
+                "pipeline the mean changes the redrawn images little, as the lesson notes; the "
+                "check asks for what diffusers does.)"),
         Mistake("the noise drawn before the image's latent", _img2img_slip(noise_first=True),
                 "the same generator gives the image's sample and the noise; diffusers draws the "
                 "sample first, then the noise. Swap the two draws."),

@@ -61,14 +61,21 @@ def guided_latents(unet, scheduler, cond, uncond, latents, guidance_scale, steps
     cond, uncond: text states [B, L, D]; guidance_scale: w, a float or one per image [B].
     """
     scheduler.set_timesteps(steps, device=latents.device)
-    x = latents * scheduler.init_noise_sigma
-    states = torch.cat([uncond, cond])  # [2B, L, D]; uncond first, as diffusers orders them
-    w = _per_image(guidance_scale, len(x), x)
     timesteps = scheduler.timesteps
     if progress:
         from tqdm.auto import tqdm
 
         timesteps = tqdm(timesteps, desc="sampling", leave=False)
+    return guided_steps(unet, scheduler, cond, uncond, latents * scheduler.init_noise_sigma,
+                        guidance_scale, timesteps)
+
+
+@torch.no_grad()
+def guided_steps(unet, scheduler, cond, uncond, x, guidance_scale, timesteps) -> torch.Tensor:
+    """The guided loop itself over ``timesteps`` (after ``set_timesteps``), from latents ``x``
+    [B, 4, h, w] already at the first of them: one U-Net call on [uncond; cond] a step."""
+    states = torch.cat([uncond, cond])  # [2B, L, D]; uncond first, as diffusers orders them
+    w = _per_image(guidance_scale, len(x), x)
     for t in timesteps:
         model_input = scheduler.scale_model_input(torch.cat([x, x]), t)  # [2B, 4, h, w]
         prediction = unet(model_input, t, encoder_hidden_states=states).sample

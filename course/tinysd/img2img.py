@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from ..diffusion.guidance import cfg_combine
-from .guided import encode_prompts
+from .guided import decode, encode_prompts, guided_steps
 
 
 def kept_timesteps(scheduler, steps: int, strength: float) -> torch.Tensor:
@@ -40,6 +39,22 @@ def kept_timesteps(scheduler, steps: int, strength: float) -> torch.Tensor:
 
 
 @torch.no_grad()
+def redraw_latents(pipe, z0: torch.Tensor, noise: torch.Tensor, prompt: str, strength: float,
+                   negative_prompt: str = "", guidance_scale: float = 5.0,
+                   steps: int = 25) -> torch.Tensor:
+    """Steps 3-4 from an encoded image ``z0`` [1, 4, h, w] (scaled) and ``noise`` of its shape:
+    noise z0 to the first kept timestep, run the guided loop from there, decode. An image
+    [1, 3, H, W] in [0, 1]."""
+    scheduler = pipe.scheduler
+    uncond, cond = encode_prompts(pipe, [prompt], negative_prompt)
+    scheduler.set_timesteps(steps, device=pipe.unet.device)
+    timesteps = kept_timesteps(scheduler, steps, strength)
+    latents = scheduler.add_noise(z0, noise, timesteps[:1]).to(pipe.unet.dtype)  # z_t at t_start
+    latents = guided_steps(pipe.unet, scheduler, cond, uncond, latents, guidance_scale, timesteps)
+    return (decode(pipe, latents) / 2 + 0.5).clamp(0, 1)
+
+
+@torch.no_grad()
 def img2img(pipe, image: torch.Tensor, prompt: str, strength: float = 0.6,
             negative_prompt: str = "", guidance_scale: float = 5.0, steps: int = 25,
             seed: int = 0, posterior: str = "sample") -> torch.Tensor:
@@ -51,23 +66,11 @@ def img2img(pipe, image: torch.Tensor, prompt: str, strength: float = 0.6,
     the posterior's mean, and the generator gives the noise only."""
     if posterior not in ("sample", "mean"):
         raise ValueError(f'posterior must be "sample" or "mean", got {posterior!r}')
-    device, dtype = pipe.unet.device, pipe.unet.dtype
-    scheduler = pipe.scheduler
-    uncond, cond = encode_prompts(pipe, [prompt], negative_prompt)
     generator = torch.Generator().manual_seed(seed)
-    x = (image.to(device, pipe.vae.dtype) * 2 - 1)  # [1, 3, H, W] in [-1, 1]
+    x = image.to(pipe.vae.device, pipe.vae.dtype) * 2 - 1  # [1, 3, H, W] in [-1, 1]
     distribution = pipe.vae.encode(x).latent_dist
-    z0 = (distribution.sample(generator) if posterior == "sample" else distribution.mode())
+    z0 = distribution.sample(generator) if posterior == "sample" else distribution.mode()
     z0 = z0 * pipe.vae.config.scaling_factor  # [1, 4, h, w]
-    noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype).to(device)
-    scheduler.set_timesteps(steps, device=device)
-    timesteps = kept_timesteps(scheduler, steps, strength)
-    latents = scheduler.add_noise(z0, noise, timesteps[:1]).to(dtype)  # z_t at the first kept t
-    text = torch.cat([uncond, cond])
-    for t in timesteps:
-        both = scheduler.scale_model_input(torch.cat([latents, latents]), t)
-        pred_uncond, pred_cond = pipe.unet(both, t, encoder_hidden_states=text).sample.chunk(2)
-        latents = scheduler.step(cfg_combine(pred_uncond, pred_cond, guidance_scale), t,
-                                 latents).prev_sample
-    decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
-    return (decoded / 2 + 0.5).clamp(0, 1)
+    noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype).to(z0.device)
+    return redraw_latents(pipe, z0, noise, prompt, strength, negative_prompt, guidance_scale,
+                          steps)

@@ -15,6 +15,7 @@ into ``ENTRIES`` when it is bundled.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,8 +138,6 @@ def real_pipeline(name: str = "sd-1.5", dtype=None):
     that folder loads instead (float32 on a CPU), so the lessons' real-SD cells run their code
     everywhere: the test suite does this.
     """
-    import os
-
     import torch
 
     from ..device import hub_reachable
