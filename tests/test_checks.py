@@ -75,6 +75,25 @@ def test_not_implemented_is_reported_as_such():
     assert "NotImplementedError" in report.cases[0].message
 
 
+def test_passes_says_whether_every_public_case_passes_and_shows_nothing(capsys):
+    from course.diffusion import forward_diffusion
+
+    def stub(x0, t, betas, noise=None):
+        raise NotImplementedError()
+
+    def right(x0, t, betas, noise=None):
+        return forward_diffusion(x0, t, betas, noise)
+
+    def almost(x0, t, betas, noise=None):  # right except on the first timestep of a batch
+        x_t, eps = forward_diffusion(x0, t, betas, noise)
+        return x_t.clone().index_fill_(0, torch.tensor([0]), 0.0), eps
+
+    assert lesson01.forward_diffusion.passes(right) is True
+    assert lesson01.forward_diffusion.passes(stub) is False
+    assert lesson01.forward_diffusion.passes(almost) is False
+    assert capsys.readouterr().out == ""
+
+
 def test_exception_in_learner_code_names_the_line():
     def broken(x0, t, betas, noise=None):
         alpha_bar = torch.cumprod(1 - betas, 0)[t]

@@ -58,3 +58,22 @@ def test_the_parameters_cell_holds_only_literals_and_the_text_mentions_hints(pat
     text = "\n".join(_markdown(path))
     assert 'check.hint("ddim_step")' in text and 'check.hint("sample_with_scheduler")' in text
     assert "trained by the very same loss" not in text
+
+
+def test_collected_keeps_a_loggers_messages_and_restores_its_handlers():
+    import logging
+
+    from course.logs import collected
+
+    logger = logging.getLogger("diffusers")
+    handlers, level = list(logger.handlers), logger.level
+    logger.setLevel(logging.WARNING)  # diffusers' default verbosity
+    with collected("diffusers") as messages:
+        logging.getLogger("diffusers.schedulers").warning("the model input was not scaled")
+        logger.warning("twice: %d", 2)
+    assert messages == ["the model input was not scaled", "twice: 2"]
+    assert logger.handlers == handlers
+    with pytest.raises(RuntimeError), collected("diffusers"):
+        raise RuntimeError("inside")
+    assert logger.handlers == handlers
+    logger.setLevel(level)

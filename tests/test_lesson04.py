@@ -15,8 +15,10 @@ from course.nets import CrossAttention
 from course.nets.clip import MiniCLIP, clip_loss, train_clip, zero_shot
 from course.tinysd import load_tokenizer
 from course.tinysd.attention_maps import (
+    TOKEN_ROLES,
     AttentionRecord,
     concentration,
+    concentration_by_role,
     mass_inside,
     record_attention,
     shape_mask,
@@ -164,6 +166,26 @@ def test_record_attention_shapes_and_distributions(record):
     # one prompt's maps alone are that prompt's slice of all of them, for every layer choice
     for layer in (None, record.layers[0]):
         assert torch.equal(record.maps(layer, prompt_index=1), record.maps(layer)[:, 1:2])
+
+
+def test_last_layer_follows_the_forward_pass_not_the_module_listing(record):
+    # named_modules lists up_blocks before mid_block; the U-Net runs the middle first
+    assert record.layers[-1].startswith("mid_block")
+    assert record.last_layer(8) == "up_blocks.1.attentions.1.transformer_blocks.0.attn2"
+    assert record.last_layer(4) == "up_blocks.0.attentions.1.transformer_blocks.0.attn2"
+    with pytest.raises(ValueError, match="no layer with 16x16 maps; the sides here are \\[4, 8\\]"):
+        record.last_layer(16)
+
+
+def test_concentration_by_role_averages_each_kind_of_token(record):
+    masks = shape_mask(record.images)
+    rows = concentration_by_role(record, masks)
+    assert list(rows) == list(TOKEN_ROLES)
+    # by hand for the colour word (position 2 of both prompts), all layers and steps
+    by_hand = [concentration(record.token_maps(i)[1].mean(0)[2], masks[i]).item() for i in (0, 1)]
+    assert rows["colour"] == pytest.approx(sum(by_hand) / 2)
+    one_layer = concentration_by_role(record, masks, record.last_layer(8), steps=slice(0, 2))
+    assert one_layer != rows and all(math.isfinite(v) and v > 0 for v in one_layer.values())
 
 
 def test_mask_and_mass(record):

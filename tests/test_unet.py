@@ -6,7 +6,7 @@ from diffusers.models.attention_processor import Attention
 from diffusers.models.resnet import ResnetBlock2D
 
 from course.models import legacy_key_map, load_unet, rename_legacy_weights, save_unet
-from course.nets import TinyUNet, UNetConfig
+from course.nets import TinyUNet, UNetConfig, trace_shapes
 from course.nets import unet as unet_module
 from course.nets.unet import DownBlock, MidBlock, ResBlock, SelfAttention, UpBlock
 
@@ -223,3 +223,21 @@ def test_config_takes_lists_and_round_trips_through_a_dict():
     assert config.channels == (16, 32) and config.attention == (False, True)
     assert UNetConfig.from_dict(config.to_dict()) == config
     hash(config)  # frozen and hashable, as a recipe's field
+
+
+def test_trace_shapes_shows_the_skips_saved_and_used_and_removes_its_hooks():
+    unet = TinyUNet(UNetConfig()).eval()
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([10, 900])
+    lines, out = trace_shapes(unet, x, t)
+    with torch.no_grad():
+        assert torch.equal(out, unet(x, t))
+    assert [line.split("->")[0].strip() for line in lines] == [
+        "x_t", "conv_in", "down[0]", "down[1]", "down[2]", "mid", "up[0]", "up[1]", "up[2]",
+        "conv_out"]
+    assert lines[2].startswith("down[0]  -> [2, 32, 16, 16]")
+    assert "saves [2, 32, 32, 32]" in lines[2]
+    saved = sum(line.split("saves", 1)[1].count("[") for line in lines if "saves [" in line)
+    used = sum(line.split("uses", 1)[1].count("[") for line in lines if " uses " in line)
+    assert saved + 1 == used  # every map the way down saves, plus conv_in's, is used once
+    assert lines[-1] == "conv_out -> [2, 3, 32, 32]"
+    assert all(not m._forward_hooks for m in unet.modules())

@@ -567,6 +567,11 @@ class Exercise:
         """Check ``fn`` on the public cases and show the verdict (what a lesson cell calls)."""
         _show(self.run(fn))
 
+    def passes(self, fn: Any) -> bool:
+        """True when ``fn`` passes every public case; nothing is shown (for a lesson that reveals
+        the package's own code only once the learner's version works)."""
+        return self.run(fn).passed
+
     def _run_case(self, fn: Callable, case: Case) -> CaseResult:
         inputs = case.make_inputs()
         return self.judge(case, inputs, self.call(fn, case, inputs))

@@ -2,7 +2,8 @@
 
 from .attention import CrossAttention
 from .embedding import timestep_embedding
+from .trace import trace_shapes
 from .unet import DownBlock, MidBlock, ResBlock, SelfAttention, TinyUNet, UNetConfig, UpBlock
 
 __all__ = ["CrossAttention", "DownBlock", "MidBlock", "ResBlock", "SelfAttention", "TinyUNet",
-           "UNetConfig", "UpBlock", "timestep_embedding"]
+           "UNetConfig", "UpBlock", "timestep_embedding", "trace_shapes"]

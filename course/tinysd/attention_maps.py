@@ -44,6 +44,16 @@ class AttentionRecord:
     def layers(self) -> list[str]:
         return list(self.layer_maps)
 
+    def last_layer(self, side: int) -> str:
+        """The name of the last layer with ``side`` x ``side`` maps that a U-Net call runs (down
+        blocks, then the middle, then the up blocks): of that resolution, the one nearest the
+        output."""
+        names = [n for n in self.layers if self.layer_maps[n].shape[-1] == side]
+        if not names:
+            sides = sorted({m.shape[-1] for m in self.layer_maps.values()})
+            raise ValueError(f"no layer with {side}x{side} maps; the sides here are {sides}")
+        return max(names, key=_run_order)
+
     def maps(self, layer: str | None = None, size: int | None = None,
              prompt_index: int | None = None) -> torch.Tensor:
         """[S, n, L, H, W] at the image's size (or ``size`` x ``size``, to save memory on large
@@ -68,6 +78,13 @@ class AttentionRecord:
             labels.append(f"padding (x{maps.shape[1] - k})")
             own = torch.cat([own, maps[:, k:].sum(1, keepdim=True)], 1)
         return labels, own
+
+
+def _run_order(name: str) -> tuple:
+    """Sort key of a layer name in the order a UNet2DConditionModel runs it: named_modules lists
+    up_blocks before mid_block (the order of registration), the forward pass does not."""
+    stage = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}[name.split(".")[0]]
+    return (stage, *(int(part) for part in name.split(".") if part.isdigit()))
 
 
 def _label(token: str) -> str:
@@ -206,3 +223,35 @@ def concentration(maps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """How much denser a map is inside ``mask`` than spread evenly: (share inside) / (share of
     the area). 1: no preference; 2: twice the even share. maps [..., H, W], mask [H, W]."""
     return mass_inside(maps, mask) / mask.float().mean().clamp_min(1e-12)
+
+
+#: what each token of a world caption ("a red circle on the left") is, for ``concentration_by_role``
+TOKEN_ROLES = ("start", "a", "colour", "shape", "where (words)", "end", "padding")
+
+
+def token_role(position: int, label: str) -> str:
+    """The role of the token at ``position`` of a caption's token labels (``token_maps``)."""
+    if label.startswith("padding"):
+        return "padding"
+    if position == 0:
+        return "start"
+    if label == "<|endoftext|>":
+        return "end"
+    return {1: "a", 2: "colour", 3: "shape"}.get(position, "where (words)")
+
+
+def concentration_by_role(record: AttentionRecord, masks: torch.Tensor, layer: str | None = None,
+                          steps: slice = slice(None)) -> dict[str, float]:
+    """Mean ``concentration`` of each token role's map on the shape, over the record's prompts.
+
+    masks: [n, H, W] bool, the shape of each generated image (``shape_mask``); layer: one layer's
+    maps, or None for the mean of all; steps: which sampling steps to average the maps over.
+    Returns {role: mean concentration} for every role in ``TOKEN_ROLES``.
+    """
+    found: dict[str, list[float]] = {role: [] for role in TOKEN_ROLES}
+    for i in range(len(record.prompts)):
+        labels, maps = record.token_maps(i, layer)
+        values = concentration(maps[steps].mean(0), masks[i])
+        for position, (label, value) in enumerate(zip(labels, values.tolist())):
+            found[token_role(position, label)].append(value)
+    return {role: sum(v) / len(v) if v else float("nan") for role, v in found.items()}
