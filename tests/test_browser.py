@@ -83,6 +83,16 @@ WIDGET_CELLS = {
         "pipe = load_pipeline('tiny-shapes')\n"
         "latent_widget(pipe)",
     ],
+    "course-img2img": [
+        "from course.data.shapes import Combo, render_combinations\n"
+        "from course.models import load_pipeline\n"
+        "from course.tinysd.img2img import img2img\n"
+        "from course.viz.img2img import img2img_widget",
+        "pipe = load_pipeline('tiny-shapes')\n"
+        "red_circle = render_combinations([Combo('red', 'circle', 'left')], seed=0) / 2 + 0.5\n"
+        "prompts = ['a blue circle on the left', 'a red square on the left']\n"
+        "img2img_widget(pipe, img2img, red_circle, prompts, strength=0.6)",
+    ],
     "course-lora": [
         "from course.lora import load_adapter\n"
         "from course.models import load_pipeline\n"
@@ -197,6 +207,14 @@ def test_latent_explorer_sliders_redraw(lab_server, tmp_path, record_property):
     # lesson 06: another image, then a noisy latent
     drive("course-latents", [("image seed", 5), ("timestep t", 500)], lab_server, tmp_path,
           record_property)
+
+
+@pytest.mark.browser
+def test_img2img_strength_slider_redraws(lab_server, tmp_path, record_property):
+    # lesson 06: from strength 0.6 (the shape changes colour) to 0.2 (the input nearly
+    # untouched), to 1.0 (drawn from noise); each update runs the img2img loop once
+    drive("course-img2img", [("strength", 0.2), ("strength", 1.0), ("strength", 0.6)],
+          lab_server, tmp_path, record_property)
 
 
 @pytest.mark.browser
