@@ -3,6 +3,7 @@
 The measurements themselves are reported, never asserted.
 """
 
+import contextlib
 import json
 
 import pytest
@@ -151,3 +152,36 @@ def test_adapter_update_row_names_what_it_timed():
     row = bench.bench_adapter_update(repeats=1)
     assert row["name"].startswith("lesson 07 adapter widget update")
     assert row["value"].endswith(" ms") and float(row["value"].split()[0]) > 0
+
+
+def test_busy_cores_keep_other_processes_running_only_inside_the_block():
+    import time
+
+    import psutil
+
+    me = psutil.Process()
+    before = {p.pid for p in me.children()}
+    with bench.busy_cores(2):
+        time.sleep(2.0)
+        workers = [p for p in me.children() if p.pid not in before]
+        assert len(workers) == 2
+        assert all(p.cpu_times().user > 0.05 for p in workers)  # they compute, not sleep
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in workers)
+
+
+def test_busy_rows_say_how_busy_the_machine_was(tmp_path, monkeypatch):
+    readme = _readme_in(tmp_path, monkeypatch)
+    started = []
+
+    @contextlib.contextmanager
+    def fake_busy(n):
+        started.append(n)
+        yield
+
+    monkeypatch.setattr(bench, "busy_cores", fake_busy)
+    monkeypatch.setattr(bench, "bench_speed",
+                        lambda args: [{"name": "01_forward_noising.ipynb (default)",
+                                       "value": "9.0 s"}])
+    assert bench.main(["--busy", "1", "--write-readme"]) == 0
+    assert started == [1]
+    assert "| 01_forward_noising.ipynb (default), 1 other core busy | 9.0 s |" in readme.read_text()

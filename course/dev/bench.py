@@ -11,6 +11,9 @@ medians of repeated runs on this machine.
 - with ``--full``: every solution notebook again in the learner's default mode (what "Run All"
   does on this machine, its device picked as the lessons do: cuda, then mps, then cpu), and the
   slider latency in a real browser;
+- with ``--busy N``: all of the above while N other processes each keep one CPU core busy (a
+  matrix product in a loop, as a second notebook training a model would), since a learner's
+  machine is rarely idle;
 - with ``--quality`` (or alone, ``--quality-only``): lesson 03's scheduler table on lesson 02's
   bundled model, 256 images a row (its DDPM 1000-step row is the model's own sample quality),
   written to ``course/assets/scheduler_quality.json`` with its date, machine and versions; lesson
@@ -23,10 +26,12 @@ medians of repeated runs on this machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import re
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -48,6 +53,29 @@ _PEAK_CELL = (
 )
 #: What a learner's "Run All" is called in the tables: FAST is for tests, default is the lesson.
 MODES = {True: "FAST", False: "default"}
+
+
+#: What each ``--busy`` process runs: one thread of float32 matrix products, for ever.
+_BUSY_LOOP = (
+    "import torch\n"
+    "torch.set_num_threads(1)\n"
+    "a = torch.randn(256, 256)\n"
+    "while True:\n"
+    "    a = torch.tanh(a @ a)\n"
+)
+
+
+@contextlib.contextmanager
+def busy_cores(n: int):
+    """Within the block, ``n`` processes each keep one core busy; they are killed after."""
+    workers = [subprocess.Popen([sys.executable, "-c", _BUSY_LOOP]) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for worker in workers:
+            worker.kill()
+        for worker in workers:
+            worker.wait()
 
 
 def _median_ms(fn, repeats: int) -> float:
@@ -298,6 +326,21 @@ def write_readme(table: str, section: str = "speed", readme: Path = ROOT / "READ
     readme.write_text(f"{head}{start}\n{table}\n{end}{tail}", encoding="utf-8")
 
 
+def bench_speed(args) -> list[dict]:
+    """The timing rows: the core maths, the widget updates, the notebooks (FAST; with
+    ``--full`` also the default mode and the browser slider)."""
+    repeats = 5 if args.quick else 30
+    rows = [bench_forward_diffusion(repeats * 4), bench_widget_redraw(repeats),
+            bench_guidance_update(max(3, repeats // 3)),
+            bench_adapter_update(max(3, repeats // 3))]
+    rows += bench_notebooks(fast=True, only=args.notebooks)
+    if args.full:
+        rows += bench_notebooks(fast=False, only=args.notebooks)
+        if args.notebooks is None or args.notebooks in "01_forward_noising.ipynb":
+            rows += bench_browser()  # lesson 01's slider
+    return rows
+
+
 def _step_list(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(",") if part.strip())
 
@@ -333,6 +376,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quality-from", metavar="FILE",
                         help="do not measure: take the scheduler table from FILE (say, the "
                         "shipped asset) for the printout and --write-readme")
+    parser.add_argument("--busy", type=int, default=0, metavar="N",
+                        help="measure while N other processes each keep a core busy")
     parser.add_argument("--json", dest="json_path", help="also write the rows as JSON")
     parser.add_argument("--write-readme", action="store_true",
                         help="update the README's tables for what was measured")
@@ -341,15 +386,11 @@ def main(argv=None) -> int:
     tables = {}
     quality_only = args.quality_only or bool(args.quality_from)
     if not quality_only:
-        repeats = 5 if args.quick else 30
-        rows = [bench_forward_diffusion(repeats * 4), bench_widget_redraw(repeats),
-                bench_guidance_update(max(3, repeats // 3)),
-                bench_adapter_update(max(3, repeats // 3))]
-        rows += bench_notebooks(fast=True, only=args.notebooks)
-        if args.full:
-            rows += bench_notebooks(fast=False, only=args.notebooks)
-            if args.notebooks is None or args.notebooks in "01_forward_noising.ipynb":
-                rows += bench_browser()  # lesson 01's slider
+        with busy_cores(args.busy):
+            rows = bench_speed(args)
+        if args.busy:
+            for row in rows:
+                row["name"] += f", {args.busy} other core{'s' if args.busy > 1 else ''} busy"
         tables["speed"] = to_markdown(rows, time.strftime("%Y-%m-%d"))
         data = {"speed": rows}
     else:
