@@ -114,6 +114,14 @@ def test_pictures_are_pure():
     rows = [{"w": w, "color": 1.0, "shape": 1.0, "position": 0.9, "all": 0.9,
              "saturation": 0.1 + w / 100, "clipped": w / 1000} for w in (0, 1, 7.5, 20)]
     _png(guidance.tradeoff_figure(rows, title="t"))
+    full = [r for r in rows if r["w"] > 0]
+    weak = [r | {"all": a} for r, a in zip(full, (0.6, 0.95, 0.5))]
+    curves = guidance.adherence_curves({"full": full, "weak": weak})
+    labels = [t.get_text() for t in curves.axes[0].get_legend().get_texts()]
+    assert labels == ["full: best 90% at w = 1", "weak: best 95% at w = 7.5"]
+    assert _png(curves) != _png(guidance.adherence_curves({"full": full, "weak": full}))
+    with pytest.raises(ValueError, match="every w must be > 0"):
+        guidance.adherence_curves({"full": rows})
     assert guidance.clipped_share(torch.tensor([[[[0.5, 1.5], [-2.0, 0.0]]]])) == 0.5
     assert guidance.mean_saturation(-torch.ones(1, 3, 2, 2) * 0.2) == 0.0
 

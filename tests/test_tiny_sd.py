@@ -1,6 +1,7 @@
 """Tiny Stable Diffusion: tokenizer, pipeline assembly, training stages, saving and loading."""
 
 import json
+from collections import Counter
 from dataclasses import replace
 
 import pytest
@@ -24,6 +25,7 @@ from course.tinysd.train import (
     PromptCache,
     TinySDRecipe,
     drop_captions,
+    loosen_captions,
     main,
     train_tiny_sd,
 )
@@ -129,6 +131,22 @@ def test_conditioning_dropout_is_per_sample_and_uses_the_empty_prompt():
     assert drop_captions(captions[:5], 1.0, torch.Generator()) == [""] * 5
 
 
+def test_loosened_captions_name_another_combination_at_the_asked_rate():
+    vocabulary = sorted({caption(c) for c in all_combinations()})
+    captions = vocabulary * 200  # 12000
+    loose = loosen_captions(captions, 0.35, vocabulary, torch.Generator().manual_seed(0))
+    swapped = [a != b for a, b in zip(captions, loose)]
+    assert 0.31 < sum(swapped) / len(swapped) < 0.39
+    assert set(loose) <= set(vocabulary)
+    # the swapped captions spread over the other combinations, none favoured
+    counts = Counter(b for a, b, s in zip(captions, loose, swapped) if s)
+    mean = sum(counts.values()) / len(vocabulary)
+    assert len(counts) == len(vocabulary)
+    assert 0.5 * mean < min(counts.values()) and max(counts.values()) < 1.5 * mean
+    assert loose == loosen_captions(captions, 0.35, vocabulary, torch.Generator().manual_seed(0))
+    assert loosen_captions(captions[:5], 0.0, vocabulary, torch.Generator()) == captions[:5]
+
+
 def test_learning_rate_warms_up_decays_and_fits_a_time_limit():
     from accelerate import Accelerator
 
@@ -189,6 +207,25 @@ def test_training_save_and_load_round_trip(tmp_path):
         registry.verify(replace(entry, sha256="0" * 64))
 
 
+def test_an_early_checkpoint_on_a_reused_autoencoder(tmp_path):
+    first = train_tiny_sd(SMALL_RECIPE, device="cpu", progress=False)
+    folder = bundle.save_tiny_pipeline(first.pipe, tmp_path / "first", first.record)
+    recipe = replace(SMALL_RECIPE, steps=10, stop_after=4, vae_from=str(folder), ema_decay=0.0)
+    result = train_tiny_sd(recipe, device="cpu", progress=False)
+    record = result.record
+    assert record["vae"] == {"steps": 0, "seconds": 0.0, "final_mse": None, "from": str(folder)}
+    assert record["denoiser"]["steps"] == 4 and record["denoiser"]["lr_horizon"] == 10
+    assert record["recipe"]["steps"] == 10 and record["recipe"]["stop_after"] == 4
+    assert not record["stopped_by_time_limit"]
+    saved = bundle.load_tiny_pipeline(folder, device="cpu").vae.state_dict()
+    for name, value in result.pipe.vae.state_dict().items():
+        assert torch.equal(value, saved[name]), name
+    rate = LearningRate(recipe)
+    assert rate(4) > rate(10) == 0.0  # stopped while the rate was still high
+    again = bundle.save_tiny_pipeline(result.pipe, tmp_path / "again", record)
+    assert str(tmp_path) not in (again / "vae" / "config.json").read_text()  # no local paths
+
+
 def test_time_limit_stops_both_stages():
     recipe = replace(SMALL_RECIPE, vae_steps=10**6, steps=10**6)
     result = train_tiny_sd(recipe, time_limit=4.0, device="cpu", progress=False)
@@ -243,3 +280,30 @@ def test_evaluate_adherence_reports_every_scale_and_the_empty_prompt(small_pipe)
                              splits=("heldout",), scheduler="dpm++")
     assert dpm["scheduler"] == "DPMSolverMultistepScheduler"
     assert type(small_pipe.scheduler).__name__ == "DDIMScheduler"  # restored
+
+
+@pytest.mark.parametrize("name", [n for n, e in registry.ENTRIES.items()
+                                  if e.source.startswith("package:")])
+def test_every_packaged_pipeline_matches_its_registry_entry(name):
+    entry = registry.ENTRIES[name]
+    folder = registry.verify(entry)  # the digest
+    assert registry.folder_digest(folder)[1] == entry.size
+    assert not [p for p in folder.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
+    assert "/work/" not in "".join(p.read_text() for p in folder.rglob("*.json"))
+
+
+def test_the_weaker_checkpoints_are_what_their_entries_say():
+    early = bundle.training_info(registry.verify(registry.ENTRIES["tiny-shapes-early"]))
+    loose = bundle.training_info(registry.verify(registry.ENTRIES["tiny-shapes-loose"]))
+    full = bundle.training_info(registry.verify(registry.ENTRIES["tiny-shapes"]))
+    assert early["recipe"]["stop_after"] == early["denoiser"]["steps"] == 250
+    assert early["recipe"]["steps"] == early["denoiser"]["lr_horizon"] == 1000
+    assert loose["recipe"]["caption_noise"] == 0.35 and loose["denoiser"]["steps"] == 1000
+    for record in (early, loose):
+        assert record["vae"]["from"] == "tiny-shapes"
+        assert record["recipe"]["model"] == full["recipe"]["model"]
+    # the very same autoencoder weights
+    folders = [registry.ENTRIES[n].local_path() for n in ("tiny-shapes", "tiny-shapes-early",
+                                                          "tiny-shapes-loose")]
+    weights = {(f / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() for f in folders}
+    assert len(weights) == 1

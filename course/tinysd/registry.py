@@ -51,6 +51,24 @@ ENTRIES = {
         size=3_982_091,
         description="tiny Stable Diffusion of the captioned-shapes world (32x32, f=2 latents)",
     ),
+    # Two weaker checkpoints of the same pipeline, for lesson 05's "where guidance pays":
+    # trained with `python -m course.tinysd.train --vae-from tiny-shapes` and the flags below
+    # (each folder's training.json holds the whole recipe).
+    "tiny-shapes-early": PipelineEntry(
+        name="tiny-shapes-early",
+        source="package:tiny_shapes_early",
+        sha256="b140129a5d168a49fee5541b7d09c9f4986e500cf26cf314092e4c24c9f60f4e",
+        size=3_981_779,
+        description="tiny-shapes' training stopped at step 250 of 1000 (--stop-after 250)",
+    ),
+    "tiny-shapes-loose": PipelineEntry(
+        name="tiny-shapes-loose",
+        source="package:tiny_shapes_loose",
+        sha256="6ab59260cc15df4267eb533e3be176cd4f783471865b084605f0a7ff75b4ee7a",
+        size=3_981_977,
+        description="tiny-shapes trained on loose captions: 35% swapped for another "
+                    "combination's (--caption-noise 0.35)",
+    ),
     "sd-1.5": PipelineEntry(
         name="sd-1.5",
         source="hub:stable-diffusion-v1-5/stable-diffusion-v1-5",

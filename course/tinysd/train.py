@@ -91,7 +91,15 @@ class TinySDRecipe:
     lr_schedule: str = "cosine"  # "cosine" decays to 0 at ``steps``; "constant" after warm-up
     warmup_steps: int = 100
     cond_dropout: float = 0.1  # per sample: the caption becomes "" (classifier-free guidance)
+    #: per sample, the caption is swapped for another combination's: a loosely captioned dataset,
+    #: as web alt-texts are (0: every caption says what its image shows)
+    caption_noise: float = 0.0
     ema_decay: float = 0.0  # 0: no EMA; else decay of an exponential moving average of weights
+    #: stop stage 2 after this many steps, the learning rate still following the schedule of
+    #: ``steps``: an early checkpoint of the longer run (None: train all ``steps``)
+    stop_after: int | None = None
+    #: skip stage 1 and reuse the autoencoder of this pipeline (a registry name or a folder)
+    vae_from: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,6 +109,19 @@ class TinySDRecipe:
         data = dict(data)
         data["model"] = TinySDConfig.from_dict(data["model"])
         return cls(**data)
+
+
+def loosen_captions(captions: list[str], p: float, vocabulary: list[str],
+                    generator: torch.Generator) -> list[str]:
+    """Each caption independently becomes, with probability ``p``, another caption drawn
+    uniformly from ``vocabulary`` (never itself): the image no longer matches its text."""
+    swap = (torch.rand(len(captions), generator=generator) < p).tolist()
+    picks = torch.randint(0, len(vocabulary) - 1, (len(captions),), generator=generator).tolist()
+    loosened = []
+    for text, swapped, pick in zip(captions, swap, picks):
+        others = [c for c in vocabulary if c != text]
+        loosened.append(others[pick % len(others)] if swapped else text)
+    return loosened
 
 
 def drop_captions(captions: list[str], p: float, generator: torch.Generator) -> list[str]:
@@ -317,6 +338,7 @@ def train_denoiser(recipe: TinySDRecipe, vae, images: torch.Tensor, captions: li
     rank = accelerator.process_index
     noise_generator = torch.Generator(device).manual_seed(recipe.seed + 2 + rank)
     drop_generator = torch.Generator().manual_seed(recipe.seed + 3 + rank)
+    loosen_generator = torch.Generator().manual_seed(recipe.seed + 4 + rank)
 
     window = _Window(device)
     bar = tqdm(total=recipe.steps, desc="stage 2: U-Net + text encoder",
@@ -340,8 +362,11 @@ def train_denoiser(recipe: TinySDRecipe, vae, images: torch.Tensor, captions: li
         t = torch.randint(0, T, (len(rows),), generator=noise_generator, device=device)
         z_t = noise_scheduler.add_noise(z0, noise, t)
         v = noise_scheduler.get_velocity(z0, noise, t)  # sqrt(a) eps - sqrt(1 - a) z0
-        batch_captions = drop_captions([names[i] for i in index[rows.cpu()].tolist()],
-                                       recipe.cond_dropout, drop_generator)
+        batch_captions = [names[i] for i in index[rows.cpu()].tolist()]
+        if recipe.caption_noise > 0:
+            batch_captions = loosen_captions(batch_captions, recipe.caption_noise, names,
+                                             loosen_generator)
+        batch_captions = drop_captions(batch_captions, recipe.cond_dropout, drop_generator)
         states = text_encoder(prompts(batch_captions, device))[0]  # [B, L, width]
         loss = F.mse_loss(unet(z_t, t, encoder_hidden_states=states).sample, v)
         accelerator.backward(loss)
@@ -355,7 +380,7 @@ def train_denoiser(recipe: TinySDRecipe, vae, images: torch.Tensor, captions: li
         bar.update(1)
         if on_step is not None:
             on_step(step, lambda: _snapshot(accelerator, unet, text_encoder, params, ema))
-        if step >= recipe.steps or clock.over(step):
+        if step >= min(recipe.steps, recipe.stop_after or recipe.steps) or clock.over(step):
             break
     window.flush()
     bar.close()
@@ -405,10 +430,13 @@ def train_tiny_sd(recipe: TinySDRecipe | None = None, time_limit: float | None =
     start = time.perf_counter()
     images, captions = shapes_dataset(recipe.dataset_size, seed=recipe.seed,
                                       size=recipe.model.image_size, split="train")
-    vae_images = images if recipe.vae_data == "world" else autoencoder_dataset(
+    vae_images = images if recipe.vae_data == "world" or recipe.vae_from else autoencoder_dataset(
         recipe.dataset_size, seed=recipe.seed, size=recipe.model.image_size)
     vae_limit = None if time_limit is None else recipe.vae_time_share * time_limit
-    stage1 = train_vae(recipe, vae_images, accelerator, vae_limit, progress)
+    if recipe.vae_from is not None:
+        stage1 = reused_vae(recipe.vae_from)
+    else:
+        stage1 = train_vae(recipe, vae_images, accelerator, vae_limit, progress)
     left = None if time_limit is None else max(0.0, time_limit - (time.perf_counter() - start))
     stage2 = train_denoiser(recipe, stage1["vae"], images, captions, accelerator, left, progress,
                             on_step)
@@ -416,9 +444,27 @@ def train_tiny_sd(recipe: TinySDRecipe | None = None, time_limit: float | None =
     pipe = build_pipeline(stage1["vae"], stage2["text_encoder"], stage2["tokenizer"],
                           stage2["unet"], make_scheduler("ddim"))
     pipe.set_progress_bar_config(disable=True)
-    ran = replace(recipe, vae_steps=stage1["steps"], steps=stage2["steps"])
+    ran = replace(recipe, vae_steps=stage1["steps"],
+                  **({"stop_after": stage2["steps"]} if recipe.stop_after else
+                     {"steps": stage2["steps"]}))
     record = training_record(ran, recipe, stage1, stage2, seconds, accelerator, time_limit)
     return TinySDResult(pipe, record)
+
+
+def reused_vae(source: str) -> dict:
+    """Stage 1 skipped: the autoencoder of the pipeline ``source`` (registry name or folder),
+    float32, frozen, in the form ``train_vae`` returns."""
+    from .registry import load_pipeline
+
+    from diffusers import AutoencoderKL
+
+    loaded = load_pipeline(source, device="cpu").vae
+    # a fresh module from the config, so that the folder it came from is not saved with it
+    config = {k: v for k, v in loaded.config.items() if k != "_name_or_path"}
+    vae = AutoencoderKL.from_config(config)
+    vae.load_state_dict(loaded.float().state_dict())
+    vae = vae.eval().requires_grad_(False)
+    return {"vae": vae, "losses": [], "seconds": 0.0, "steps": 0, "from": source}
 
 
 def training_record(ran: TinySDRecipe, asked: TinySDRecipe, stage1: dict, stage2: dict,
@@ -434,9 +480,12 @@ def training_record(ran: TinySDRecipe, asked: TinySDRecipe, stage1: dict, stage2
         "recipe": ran.to_dict(),
         "requested": {"vae_steps": asked.vae_steps, "steps": asked.steps,
                       "time_limit": time_limit},
-        "stopped_by_time_limit": (ran.vae_steps < asked.vae_steps or ran.steps < asked.steps),
+        "stopped_by_time_limit": ((ran.vae_steps < asked.vae_steps and not asked.vae_from)
+                                  or ran.steps < asked.steps
+                                  or (ran.stop_after or 0) < (asked.stop_after or 0)),
         "vae": {"steps": stage1["steps"], "seconds": round(stage1["seconds"], 1),
-                "final_mse": stage1["losses"][-1] if stage1["losses"] else None},
+                "final_mse": stage1["losses"][-1] if stage1["losses"] else None}
+        | ({"from": stage1["from"]} if "from" in stage1 else {}),
         "denoiser": {"steps": stage2["steps"], "seconds": round(stage2["seconds"], 1),
                      "final_loss": stage2["losses"][-1] if stage2["losses"] else None,
                      "scaling_factor": round(stage2["scaling_factor"], 5),
@@ -456,6 +505,14 @@ def _parse(argv):
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, help="stage 2 steps (U-Net + text encoder)")
     parser.add_argument("--vae-steps", type=int, help="stage 1 steps (autoencoder)")
+    parser.add_argument("--stop-after", type=int, metavar="N",
+                        help="stop stage 2 after N steps, the learning rate still scheduled for "
+                        "--steps (an early checkpoint)")
+    parser.add_argument("--caption-noise", type=float, metavar="P",
+                        help="swap each training caption for another with probability P")
+    parser.add_argument("--vae-from", metavar="PIPELINE",
+                        help="skip stage 1 and reuse this pipeline's autoencoder (a registry "
+                        "name such as tiny-shapes, or a folder)")
     parser.add_argument("--batch-size", type=int, help="stage 2 batch, per process")
     parser.add_argument("--vae-batch-size", type=int)
     parser.add_argument("--dataset-size", type=int, help="training images rendered")
@@ -486,7 +543,9 @@ def main(argv=None) -> int:
     recipe = TinySDRecipe()
     overrides = {"steps": args.steps, "vae_steps": args.vae_steps, "batch_size": args.batch_size,
                  "vae_batch_size": args.vae_batch_size, "dataset_size": args.dataset_size,
-                 "lr": args.lr, "ema_decay": args.ema, "seed": args.seed}
+                 "lr": args.lr, "ema_decay": args.ema, "seed": args.seed,
+                 "stop_after": args.stop_after, "vae_from": args.vae_from,
+                 "caption_noise": args.caption_noise}
     recipe = replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
     result = train_tiny_sd(recipe, time_limit=args.time_limit, device=args.device,
                            mixed_precision=args.mixed_precision, progress=not args.no_progress)

@@ -105,6 +105,35 @@ def tradeoff_figure(rows: list[dict], title: str = "") -> Figure:
     return fig
 
 
+def adherence_curves(curves: dict[str, list[dict]], title: str = "") -> Figure:
+    """Prompt adherence ("all" attributes) against the guidance scale, one line per model.
+
+    curves: model name -> rows with "w" and "all" (as ``tradeoff_figure``'s), every w > 0. A star
+    marks each line's best scale (named in the legend); a dotted line marks w = 1, the
+    conditional model without guidance. The scale axis is logarithmic, so that 1.5 and 20 both
+    have room.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    scales = sorted({r["w"] for rows in curves.values() for r in rows})
+    if scales[0] <= 0:
+        raise ValueError(f"the scale axis is logarithmic: every w must be > 0, got {scales[0]}")
+    for (name, rows), colour in zip(curves.items(), ("tab:blue", "tab:orange", "tab:green")):
+        ws, alls = [r["w"] for r in rows], [100 * r["all"] for r in rows]
+        best = max(range(len(rows)), key=lambda i: alls[i])
+        ax.plot(ws, alls, "o-", color=colour, markersize=4,
+                label=f"{name}: best {alls[best]:.0f}% at w = {ws[best]:g}")
+        ax.plot(ws[best], alls[best], "*", color=colour, markersize=13)
+    ax.axvline(1.0, color="grey", linestyle=":", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_xticks(scales, [f"{w:g}" for w in scales])
+    ax.minorticks_off()
+    ax.set(xlabel="guidance scale w", ylabel="prompt adherence, all attributes (%)",
+           ylim=(-3, 103), title=title or "adherence against guidance scale")
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
 def guidance_widget(pipe, prompts=None, prompt: str | None = None, guidance_scale: float = 7.5,
                     steps: int = 10, seed: int = 0, negative_prompt: str = "") -> widgets.VBox:
     """Prompt, negative prompt, guidance scale, steps and seed -> one image of ``pipe``.
