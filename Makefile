@@ -28,7 +28,8 @@ lab: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(PY) -m ruff check course tests conftest.py
-	$(PY) -m pytest -n 2 -rs --durations=15 tests $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadgroup -rs --durations=15 tests solutions \
+		--nbval-lax --nbval-current-env $(PYTEST_ARGS)
 
 lessons: $(VENV)/.installed-dev
 	$(PY) -m course build-lessons

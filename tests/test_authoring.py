@@ -12,6 +12,7 @@ from course.dev.authoring import (
     build_lessons,
     lesson_from_solution,
     render,
+    store_checked_outputs,
     strip_solutions,
 )
 from tests.helpers import LESSONS, ROOT, SOLUTIONS
@@ -122,3 +123,24 @@ def test_every_link_a_learner_clicks_works_on_colab(path):
     text = "\n".join(c.source for c in cells if c.cell_type == "markdown")
     links = re.findall(r"\]\(([^)\s]+)\)", text) + re.findall(r'href="([^"]+)"', text)
     assert [url for url in links if not url.startswith(("https://", "http://", "#"))] == []
+
+
+@pytest.mark.notebook
+def test_store_checked_outputs_keeps_only_the_marked_text_and_no_trace_of_papermill(tmp_path):
+    parameters = nbformat.v4.new_code_cell("FAST = False")
+    parameters.metadata["tags"] = ["parameters"]
+    cells = [parameters,
+             nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\nprint('fast' if FAST else 'slow')"),
+             nbformat.v4.new_code_cell("print('not kept')")]
+    notebook = nbformat.v4.new_notebook(cells=cells)
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                       "language": "python"}
+    path = tmp_path / "00_x.ipynb"
+    nbformat.write(notebook, path)
+    assert store_checked_outputs(path) == 1
+    stored = nbformat.read(path, as_version=4)
+    assert [c.source for c in stored.cells] == [c.source for c in cells]  # nothing injected
+    assert stored.cells[1].outputs[0]["text"] == "fast\n"  # run FAST, as the tests run it
+    assert stored.cells[1].execution_count == 2
+    assert stored.cells[2].outputs == [] and stored.cells[2].execution_count is None
+    assert "papermill" not in json.dumps(stored)

@@ -112,20 +112,22 @@ def store_checked_outputs(path, timeout: int = 600) -> int:
 
     Cells marked ``# NBVAL_CHECK_OUTPUT`` keep their text output, which nbval then requires every
     later run to reproduce; all other outputs are dropped so that notebooks stay small and free
-    of images. Returns the number of cells whose output was stored.
+    of images. The notebook is written back as it was otherwise (no trace of papermill's
+    injected parameters). Returns the number of cells whose output was stored.
     """
     from .notebooks import execute_notebook
 
     path = Path(path)
-    notebook, _ = execute_notebook(path, fast=True, timeout=timeout)
-    notebook.metadata.pop("widgets", None)
+    notebook = nbformat.read(path, as_version=4)
+    executed, _ = execute_notebook(path, fast=True, timeout=timeout)
+    ran = {cell.id: cell for cell in executed.cells if cell.cell_type == "code"}
     stored = 0
-    for cell in notebook.cells:
-        if cell.cell_type != "code":
-            continue
+    code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    for number, cell in enumerate(code_cells, start=1):
         cell.metadata.pop("execution", None)
         if CHECKED_OUTPUT in cell.source:  # nbval wants the count of a cell with outputs
-            cell.outputs = [o for o in cell.outputs if o.output_type == "stream"]
+            cell.outputs = [o for o in ran[cell.id].outputs if o.output_type == "stream"]
+            cell.execution_count = number  # the notebook's own numbering of its code cells
             stored += 1
         else:
             cell.execution_count = None

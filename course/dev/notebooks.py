@@ -1,61 +1,89 @@
 """Run a notebook top to bottom in a fresh kernel, FAST or in the learner's default mode.
 
-The one executor behind the benchmark, the authoring tools and the notebook tests. It drives
-the same kernel machinery as the grader (:class:`course.grading.sandbox.KernelSandbox`), here
-unfenced: the course's own notebooks run with the caller's environment, in their own folder.
+The executor behind the benchmark, the authoring tools and the notebook tests is papermill:
+``papermill.execute_notebook`` injects ``FAST`` (and any other parameters) after the cell tagged
+``parameters``, runs every cell through nbclient in a new ``python3`` kernel started in the
+notebook's folder, and hands back the executed notebook. The grader does not use this: learners'
+notebooks run in its own fenced kernel (``course.grading``).
+
+The outputs that ``# NBVAL_CHECK_OUTPUT`` marks are compared by nbval, not here: ``make test``
+runs ``pytest --nbval-lax solutions/`` (see ``conftest.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
 
-from ..grading.sandbox import KernelSandbox, Limits
+#: the kernel the course's notebooks declare, and the one the course's environment provides
+KERNEL = "python3"
 
 
 class CellError(RuntimeError):
     """A cell raised, hung or killed the kernel while errors were not allowed."""
 
 
-def _with_parameters(notebook, parameters: dict) -> None:
-    """Insert ``parameters`` after the cell tagged ``parameters``, as papermill does."""
-    source = "\n".join(f"{name} = {value!r}" for name, value in parameters.items())
-    cell = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})
-    tagged = [i for i, c in enumerate(notebook.cells) if "parameters" in c.metadata.get("tags", [])]
-    notebook.cells.insert(tagged[0] + 1 if tagged else 0, cell)
+@contextlib.contextmanager
+def _environment(variables: dict[str, str]) -> Iterator[None]:
+    """``variables`` set in this process's environment (which the kernel inherits), then put
+    back as they were."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def execute_notebook(path, *, fast: bool = True, timeout: int = 600, allow_errors: bool = False,
                      parameters: dict | None = None, extra_cells: tuple[str, ...] = (),
                      env: dict[str, str] | None = None) -> tuple[nbformat.NotebookNode, float]:
-    """Execute the notebook at ``path`` (plus ``extra_cells`` at the end) in a fresh kernel.
+    """Execute the notebook at ``path`` (plus ``extra_cells`` at the end) with papermill.
 
-    The kernel starts in the notebook's folder, offline, with ``COURSE_FAST`` set from ``fast``;
-    ``parameters`` are injected after the parameters cell; ``timeout`` bounds each cell; ``env``
-    adds variables to the kernel's environment.
-    Returns the executed notebook and the wall time in seconds. A cell that raises is a
-    :class:`CellError` unless ``allow_errors``; one that hangs or kills the kernel always is.
+    ``FAST`` is injected from ``fast`` (the lessons' parameter) and ``COURSE_FAST`` set to match;
+    ``parameters`` are injected too; the kernel runs in the notebook's folder, offline
+    (``HF_HUB_OFFLINE=1``), with ``env`` added to its environment; ``timeout`` bounds each cell.
+    Returns the executed notebook (papermill's injected-parameters cell included, tagged
+    ``injected-parameters``) and the wall time in seconds, kernel start included.
+    A cell that raises is a :class:`CellError` unless ``allow_errors``, in which case every cell
+    still runs and its error is in its outputs; a cell that hangs or kills the kernel always is.
     """
-    path = Path(path)
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+    from papermill.execute import ERROR_MARKER_TAG
+
+    path = Path(path).resolve()
     notebook = nbformat.read(path, as_version=4)
-    if parameters:
-        _with_parameters(notebook, parameters)
     notebook.cells += [nbformat.v4.new_code_cell(source) for source in extra_cells]
-    env = {"COURSE_FAST": "1" if fast else "0", "HF_HUB_OFFLINE": "1", **(env or {})}
-    with KernelSandbox(Limits(cell_timeout=timeout), env=env, fenced=False,
-                       cwd=path.parent.resolve()) as kernel:
+    variables = {"COURSE_FAST": "1" if fast else "0", "HF_HUB_OFFLINE": "1", **(env or {})}
+    with tempfile.TemporaryDirectory(prefix="course-run-") as folder, _environment(variables):
+        output = Path(folder) / path.name
         start = time.perf_counter()
-        count = 0
-        for cell in notebook.cells:
-            if cell.cell_type != "code":
-                continue
-            count += 1
-            outcome = kernel.execute(cell.source, timeout=timeout, keep_outputs=True)
-            cell.outputs, cell.execution_count = list(outcome.outputs), count
-            if outcome.status in ("dead", "timeout") or (
-                    outcome.status == "error" and not allow_errors):
-                raise CellError(f"{path.name}, code cell {count}: {outcome.status} "
-                                f"{outcome.error}".rstrip())
-        return notebook, time.perf_counter() - start
+        try:
+            papermill.execute_notebook(
+                notebook, output, parameters={"FAST": fast, **(parameters or {})},
+                kernel_name=KERNEL, cwd=str(path.parent), execution_timeout=timeout,
+                allow_errors=allow_errors, progress_bar=False, log_output=False,
+                request_save_on_cell_execute=False)
+        except PapermillExecutionError as error:
+            if not allow_errors:
+                raise CellError(f"{path.name}, code cell {error.exec_count}: {error.ename}: "
+                                f"{error.evalue}") from None
+        except Exception as error:  # a hung cell, a dead kernel: never allowed
+            raise CellError(f"{path.name}: {type(error).__name__}: {error}") from error
+        seconds = time.perf_counter() - start
+        executed = nbformat.read(output, as_version=4)
+    # papermill marks the first error with two banner cells; they are not the notebook's own
+    executed.cells = [c for c in executed.cells
+                      if ERROR_MARKER_TAG not in c.metadata.get("tags", [])]
+    return executed, seconds

@@ -454,9 +454,9 @@ def train_tiny_sd(recipe: TinySDRecipe | None = None, time_limit: float | None =
 def reused_vae(source: str) -> dict:
     """Stage 1 skipped: the autoencoder of the pipeline ``source`` (registry name or folder),
     float32, frozen, in the form ``train_vae`` returns."""
-    from .registry import load_pipeline
-
     from diffusers import AutoencoderKL
+
+    from .registry import load_pipeline
 
     loaded = load_pipeline(source, device="cpu").vae
     # a fresh module from the config, so that the folder it came from is not saved with it
