@@ -21,7 +21,17 @@ def test_every_exercise_has_mistakes_and_tiered_hints():
         assert len(exercise.mistakes) >= 3, exercise.name
         assert len(exercise.hints) >= 3, exercise.name
         assert all(not case.hint for case in exercise.cases), "hints live in Exercise.hints"
-    assert lesson03.hint is not None  # lessons call check.hint("ddim_step")
+    # lessons call check.hint("ddim_step"): each call one tier further, the last the solution
+    from course.checks.core import hint, next_hint, reset_hints
+
+    assert lesson03.hint is hint
+    reset_hints("ddim_step")
+    tiers = len(lesson03.ddim_step.hint_tiers())
+    shown = [next_hint("ddim_step") for _ in range(tiers + 1)]
+    assert [h.number for h in shown] == [*range(1, tiers + 1), tiers]
+    assert [h.is_solution for h in shown[:-2]] == [False] * (tiers - 1)
+    assert shown[-1].is_solution and shown[-1].text == shown[-2].text
+    reset_hints("ddim_step")
 
 
 def test_the_checks_leave_the_global_rng_alone():
