@@ -607,3 +607,48 @@ def test_each_known_mistake_fails_and_is_named(lesson, exercise, mistake):
     named = {case.mistake for case in failed
              if lesson not in MAY_RAISE or case.status == "fail"}
     assert named == {mistake.name}, str(report)
+
+
+def _modules_in(inputs):
+    """Every torch module among a case's inputs, a pipeline's components included."""
+    found = []
+    for value in inputs.values():
+        if isinstance(value, torch.nn.Module):
+            found.append(value)
+        components = getattr(value, "components", None)
+        if isinstance(components, dict):
+            found += [c for c in components.values() if isinstance(c, torch.nn.Module)]
+    return found
+
+
+ALL_EXERCISES = [e for lesson in LESSONS for e in exercises_for(lesson)]
+WITH_MODULES = [e for e in ALL_EXERCISES
+                if any(_modules_in(c.make_inputs()) for c in e.cases[:1])]
+
+
+def test_some_exercises_hand_the_learner_modules():
+    # the test below must have something to attack: a layer, a U-Net, a pipeline
+    assert {e.name for e in WITH_MODULES} >= {"cross_attention", "cfg_sample"}
+
+
+@pytest.mark.parametrize("exercise", WITH_MODULES, ids=lambda e: e.name)
+def test_a_learner_function_cannot_change_what_the_oracle_computes_with(exercise):
+    case = exercise.cases[0]
+    inputs = case.make_inputs()
+    modules = _modules_in(inputs)
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in modules]
+
+    def vandal(**arguments):
+        with torch.no_grad():
+            for module in _modules_in(arguments):
+                for p in module.parameters():
+                    p.zero_()
+        return None
+
+    vandal.__name__ = exercise.function
+    answer = exercise.call(vandal, case, inputs)
+    # returning None is wrong; what matters is that the vandalism stayed in the learner's copy
+    assert answer.status in ("returned", "error"), answer
+    for module, saved in zip(modules, before, strict=True):
+        for key, value in module.state_dict().items():
+            assert torch.equal(value, saved[key]), f"{exercise.name}: {key} was changed"

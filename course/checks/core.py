@@ -275,18 +275,19 @@ def bundled_tiny_pipeline():
 
 
 def clone_inputs(inputs: dict[str, Any]) -> dict[str, Any]:
-    """A copy, so the learner's function can neither see nor spoil the oracle's inputs.
+    """A deep copy, so the learner's function can neither see nor spoil the oracle's inputs.
 
-    Modules are shared rather than copied: a loss is checked by its gradient with respect to
-    the very parameters the learner's code used.
+    Modules are copied too: a function that changes a layer's weights (or a pipeline's U-Net)
+    changes its own copy, never what the oracle computes with. Objects shared between inputs
+    stay shared in the copy (one memo). A loss is still checked by its gradients: ``capture``
+    takes them in the learner's copy, whose parameters hold the same values.
     """
+    memo: dict[int, Any] = {}
 
     def copy_of(value):
-        if isinstance(value, torch.Tensor):
-            return value.clone()
-        if isinstance(value, torch.nn.Module):
-            return value
-        return copy.deepcopy(value)
+        if isinstance(value, torch.Tensor) and not value.is_leaf:
+            return value.detach().clone()  # deepcopy refuses a tensor that carries a graph
+        return copy.deepcopy(value, memo)
 
     return {k: copy_of(v) for k, v in inputs.items()}
 
