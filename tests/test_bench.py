@@ -185,3 +185,27 @@ def test_busy_rows_say_how_busy_the_machine_was(tmp_path, monkeypatch):
     assert bench.main(["--busy", "1", "--write-readme"]) == 0
     assert started == [1]
     assert "| 01_forward_noising.ipynb (default), 1 other core busy | 9.0 s |" in readme.read_text()
+
+
+def test_busy_processes_stop_when_the_benchmark_dies_without_cleaning_up(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    script = ("import os, time\n"
+              "from course.dev import bench\n"
+              "bench.busy_cores(1).__enter__()\n"
+              "time.sleep(3.0)\n"
+              "os._exit(0)\n")  # killed: no finally runs
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 30
+    workers = []
+    while not workers and time.monotonic() < deadline:  # the parent imports torch first
+        workers = psutil.Process(parent.pid).children()
+        time.sleep(0.05)
+    assert len(workers) == 1
+    parent.wait(timeout=30)
+    gone, alive = psutil.wait_procs(workers, timeout=15)
+    assert not alive, "a busy process outlived the benchmark"

@@ -55,12 +55,14 @@ _PEAK_CELL = (
 MODES = {True: "FAST", False: "default"}
 
 
-#: What each ``--busy`` process runs: one thread of float32 matrix products, for ever.
+#: What each ``--busy`` process runs: one thread of float32 matrix products, until the
+#: benchmark that started it is gone (killed, it cannot clean up after itself).
 _BUSY_LOOP = (
-    "import torch\n"
+    "import os, torch\n"
+    "parent = os.getppid()\n"
     "torch.set_num_threads(1)\n"
     "a = torch.randn(256, 256)\n"
-    "while True:\n"
+    "while os.getppid() == parent:\n"
     "    a = torch.tanh(a @ a)\n"
 )
 
