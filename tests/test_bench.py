@@ -196,7 +196,8 @@ def test_busy_processes_stop_when_the_benchmark_dies_without_cleaning_up(tmp_pat
 
     script = ("import os, time\n"
               "from course.dev import bench\n"
-              "bench.busy_cores(1).__enter__()\n"
+              "block = bench.busy_cores(1)\n"  # held: a collected generator would clean up
+              "block.__enter__()\n"
               "time.sleep(3.0)\n"
               "os._exit(0)\n")  # killed: no finally runs
     parent = subprocess.Popen([sys.executable, "-c", script])
