@@ -120,6 +120,8 @@ def test_pictures_are_pure():
     labels = [t.get_text() for t in curves.axes[0].get_legend().get_texts()]
     assert labels == ["full: best 90% at w = 1", "weak: best 95% at w = 7.5"]
     assert _png(curves) != _png(guidance.adherence_curves({"full": full, "weak": full}))
+    four = guidance.adherence_curves({str(i): full for i in range(4)})  # every model drawn
+    assert len(four.axes[0].get_legend().get_texts()) == 4
     with pytest.raises(ValueError, match="every w must be > 0"):
         guidance.adherence_curves({"full": rows})
     assert guidance.clipped_share(torch.tensor([[[[0.5, 1.5], [-2.0, 0.0]]]])) == 0.5

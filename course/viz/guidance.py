@@ -117,7 +117,8 @@ def adherence_curves(curves: dict[str, list[dict]], title: str = "") -> Figure:
     scales = sorted({r["w"] for rows in curves.values() for r in rows})
     if scales[0] <= 0:
         raise ValueError(f"the scale axis is logarithmic: every w must be > 0, got {scales[0]}")
-    for (name, rows), colour in zip(curves.items(), ("tab:blue", "tab:orange", "tab:green")):
+    for i, (name, rows) in enumerate(curves.items()):
+        colour = f"C{i}"  # matplotlib's colour cycle: as many lines as there are models
         ws, alls = [r["w"] for r in rows], [100 * r["all"] for r in rows]
         best = max(range(len(rows)), key=lambda i: alls[i])
         ax.plot(ws, alls, "o-", color=colour, markersize=4,
