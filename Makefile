@@ -2,8 +2,16 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-# torch first, pinned: left to a bare requirement, pip would pull a multi-GB CUDA build.
-TORCH  ?= torch==2.13.0
+# torch first, pinned: a bare requirement would pull whatever build is newest.
+# PyPI's Linux wheel of torch==2.13.0 is the CUDA build (several GB, useless without a GPU), so on
+# a Linux machine without nvidia-smi we ask for the CPU build, torch==2.13.0+cpu, which lives on
+# PyTorch's own index, or on disk where PIP_FIND_LINKS keeps it (as on CI: then no other index is
+# asked). macOS wheels on PyPI are CPU (and MPS) builds already.
+HAS_GPU   := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo yes)
+CPU_BUILD := $(if $(HAS_GPU),,$(filter Linux,$(shell uname -s)))
+TORCH     ?= torch==2.13.0$(if $(CPU_BUILD),+cpu)
+TORCH_ON_DISK := $(if $(PIP_FIND_LINKS),$(wildcard $(PIP_FIND_LINKS)/torch-2.13.0+cpu-*.whl))
+TORCH_INDEX ?= $(if $(CPU_BUILD),$(if $(TORCH_ON_DISK),,--extra-index-url https://download.pytorch.org/whl/cpu))
 PYTEST_ARGS ?=
 # JupyterLab refuses to start as root (containers, some cloud machines) without --allow-root.
 USER_ID  ?= $(shell id -u)
@@ -14,7 +22,7 @@ LAB_ARGS ?= $(if $(filter 0,$(USER_ID)),--allow-root,)
 # A learner's environment: the course and JupyterLab (the `lab` extra).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet "$(TORCH)" $(TORCH_INDEX)
 	$(PY) -m pip install --quiet -e ".[lab]"
 	touch $@
 

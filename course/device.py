@@ -1,8 +1,9 @@
 """Where code runs and how it is made repeatable.
 
-Everything a lesson needs to know about its environment lives here: which device to use,
-how to seed every random number generator, whether it runs on Colab or Binder, whether the
-Hugging Face hub can be reached, and whether it should run in FAST mode.
+Everything a lesson needs to know about its environment lives here: which device to use (and,
+on a CPU, how many threads: see ``course.threads``), how to seed every random number generator,
+whether it runs on Colab or Binder, whether the Hugging Face hub can be reached, and whether it
+should run in FAST mode.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import sys
 from importlib import metadata
 
 import torch
+
+from .threads import spinning_waits, use_available_cpus
 
 #: Set to "1" by the test-suite (and by anyone in a hurry): lessons then run their FAST path.
 FAST_ENV_VAR = "COURSE_FAST"
@@ -29,8 +32,16 @@ def pick_device(preference: str = "auto") -> torch.device:
     """The device lessons compute on: ``"auto"`` picks cuda, then mps, then cpu.
 
     Any explicit name (``"cpu"``, ``"cuda:1"``, ...) is honoured, and one that is not
-    available gets a clear error instead of a crash deep inside a model.
+    available gets a clear error instead of a crash deep inside a model. On the CPU, torch's
+    thread count is set to the CPUs this process really has free (``course.threads``).
     """
+    device = _device_named(preference)
+    if device.type == "cpu":
+        use_available_cpus()
+    return device
+
+
+def _device_named(preference: str) -> torch.device:
     if preference in (None, "", "auto"):
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -95,7 +106,7 @@ def _version(package: str) -> str:
 
 def environment_report(probe_network: bool = True) -> dict[str, str]:
     """What this machine has, as shown in lesson 00 and by ``python -m course doctor``."""
-    device = pick_device("auto")
+    device = _device_named("auto")
     report = {
         "python": platform.python_version(),
         "platform": f"{platform.system()} {platform.machine()}",
@@ -107,6 +118,10 @@ def environment_report(probe_network: bool = True) -> dict[str, str]:
         "ipywidgets": _version("ipywidgets"),
         "device": str(device),
     }
+    if device.type == "cpu":
+        report["torch threads"] = str(use_available_cpus())
+        report["OpenMP waits"] = ("spinning (start Jupyter with OMP_WAIT_POLICY=PASSIVE: "
+                                  "`make lab` does)" if spinning_waits() else "passive")
     if device.type == "cuda":
         report["gpu"] = torch.cuda.get_device_name(device)
     report["running on"] = "Colab" if in_colab() else "Binder" if in_binder() else "local Jupyter"

@@ -22,15 +22,39 @@ def test_noising_figure_depends_on_t_and_schedule_only():
         assert base != _png(plots.noising_figure(photo, 100, schedule=label))
 
 
-def test_other_figures_render():
+def test_other_figures_render_what_they_are_given():
     images = torch.rand(6, 3, 8, 8) * 2 - 1
-    _png(plots.image_grid(images, ncols=3, titles=list("abcdef"), suptitle="grid"))
-    _png(plots.plot_schedules(50))
-    _png(plots.noise_grid(load_photo(size=16), timesteps=(0, 49), T=50))
-    _png(plots.plot_embedding(torch.rand(10, 8) * 2 - 1))
-    _png(plots.plot_losses({"run": [1.0 / (i + 1) for i in range(60)], "short": [0.5, 0.4]}))
-    _png(plots.quality_vs_time([{"scheduler": "DDIM", "steps": s, "seconds_per_image": s / 100,
-                                 "clean": 0.9} for s in (10, 20)]))
+    grid = plots.image_grid(images, ncols=3, titles=list("abcdef"), suptitle="grid")
+    _png(grid)
+    shown = [ax for ax in grid.axes if ax.images]
+    assert [ax.get_title() for ax in shown] == list("abcdef")
+    assert grid._suptitle.get_text() == "grid"
+
+    schedules = plots.plot_schedules(50)
+    _png(schedules)
+    for ax in schedules.axes:  # one curve per schedule, over every timestep (the SNR side adds 0)
+        curves = [line for line in ax.lines if len(line.get_xdata()) == 50]
+        assert [line.get_label() for line in curves] == list(plots.SCHEDULE_LABELS)
+
+    noisy = plots.noise_grid(load_photo(size=16), timesteps=(0, 49), T=50)
+    _png(noisy)
+    assert sum(bool(ax.images) for ax in noisy.axes) == 2 * len(plots.SCHEDULE_LABELS)
+
+    embedding = plots.plot_embedding(torch.rand(10, 8) * 2 - 1)
+    _png(embedding)
+    assert embedding.axes[0].images[0].get_array().shape == (8, 10)  # one column per timestep
+
+    losses = plots.plot_losses({"run": [1.0 / (i + 1) for i in range(60)], "short": [0.5, 0.4]})
+    _png(losses)
+    labels = [line.get_label() for line in losses.axes[0].lines]
+    assert any("run" in label for label in labels) and any("short" in label for label in labels)
+
+    rows = [{"scheduler": "DDIM", "steps": s, "seconds_per_image": s / 100, "clean": 0.9}
+            for s in (10, 20)]
+    timing = plots.quality_vs_time(rows)
+    _png(timing)
+    texts = {t.get_text() for t in timing.axes[0].texts}
+    assert {"10", "20"} <= texts, texts
 
 
 def _trajectory():

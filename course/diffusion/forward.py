@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from .broadcast import per_image
 from .schedules import alpha_bars
 
 
@@ -68,9 +69,7 @@ def forward_diffusion(
         raise ValueError(f"noise has shape {list(noise.shape)}, x0 has {list(x0.shape)}")
 
     # The cumulative product in float64 on the CPU (MPS has no float64), then onto x0's device.
-    alpha_bar_t = alpha_bars(betas.detach().cpu().double())[t.cpu()].to(x0.device, x0.dtype)
-    if alpha_bar_t.ndim == 1:  # one per image: [B] -> [B, 1, 1, 1] to broadcast over pixels
-        alpha_bar_t = alpha_bar_t.view(-1, *([1] * (x0.ndim - 1)))
+    alpha_bar_t = per_image(alpha_bars(betas.detach().cpu().double())[t.cpu()], x0)
     # x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps
     x_t = alpha_bar_t.sqrt() * x0 + (1 - alpha_bar_t).sqrt() * noise
     return x_t, noise

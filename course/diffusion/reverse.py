@@ -14,21 +14,14 @@ from __future__ import annotations
 
 import torch
 
+from .broadcast import per_image
 from .schedules import alpha_bars
 
 
 def predict_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t) -> torch.Tensor:
     """x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t), shaped like x_t."""
-    alpha_bar_t = _per_image(alpha_bar_t, x_t)
+    alpha_bar_t = per_image(alpha_bar_t, x_t)
     return (x_t - (1 - alpha_bar_t).sqrt() * eps) / alpha_bar_t.sqrt()
-
-
-def _per_image(value, like: torch.Tensor) -> torch.Tensor:
-    """A float, a 0-d tensor or a [B] tensor, as a tensor that broadcasts over [B, C, H, W]."""
-    value = torch.as_tensor(value, dtype=like.dtype, device=like.device)
-    if value.ndim == 1:
-        value = value.view(-1, *[1] * (like.ndim - 1))
-    return value
 
 
 def ddpm_step(
@@ -86,8 +79,8 @@ def ddim_step(
     eta = 0 is deterministic DDIM; eta = 1 adds as much noise as DDPM does. ``alpha_bar_t`` and
     ``alpha_bar_prev`` are floats or tensors ([B] for one level per image).
     """
-    a_t = _per_image(alpha_bar_t, x_t)
-    a_prev = _per_image(alpha_bar_prev, x_t)
+    a_t = per_image(alpha_bar_t, x_t)
+    a_prev = per_image(alpha_bar_prev, x_t)
     x0_hat = predict_x0(x_t, eps, a_t)
     # sigma = eta * sqrt((1 - a_prev) / (1 - a_t)) * sqrt(1 - a_t / a_prev)
     sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from ..diffusion.broadcast import per_image
 from ..diffusion.guidance import cfg_combine
 
 
@@ -47,12 +48,6 @@ def start_latents(pipe, n: int, seed: int = 0) -> torch.Tensor:
                       for i in range(n)])
 
 
-def _per_image(guidance_scale, n: int, like: torch.Tensor) -> torch.Tensor:
-    """w as a float tensor that broadcasts over [n, C, H, W]: one value, or one per image."""
-    w = torch.as_tensor(guidance_scale, dtype=like.dtype, device=like.device)
-    return w.view(n, 1, 1, 1) if w.ndim == 1 else w
-
-
 @torch.no_grad()
 def guided_latents(unet, scheduler, cond, uncond, latents, guidance_scale, steps: int,
                    progress: bool = False) -> torch.Tensor:
@@ -75,7 +70,7 @@ def guided_steps(unet, scheduler, cond, uncond, x, guidance_scale, timesteps) ->
     """The guided loop itself over ``timesteps`` (after ``set_timesteps``), from latents ``x``
     [B, 4, h, w] already at the first of them: one U-Net call on [uncond; cond] a step."""
     states = torch.cat([uncond, cond])  # [2B, L, D]; uncond first, as diffusers orders them
-    w = _per_image(guidance_scale, len(x), x)
+    w = per_image(guidance_scale, x)
     for t in timesteps:
         model_input = scheduler.scale_model_input(torch.cat([x, x]), t)  # [2B, 4, h, w]
         prediction = unet(model_input, t, encoder_hidden_states=states).sample

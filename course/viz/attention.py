@@ -12,7 +12,7 @@ import torch
 from matplotlib.figure import Figure
 
 from .plots import to_display
-from .widgets import _picture_widget
+from .widgets import picture_widget
 
 
 def similarity_figure(similarity: torch.Tensor, images: torch.Tensor, captions: list[str],
@@ -120,7 +120,7 @@ def attention_widget(pipe, prompt: str = "a red circle on the left", steps: int 
                                     continuous_update=False, layout=widgets.Layout(width="320px"))
     layer_choice = widgets.Dropdown(options=layer_options, value="", description="layer",
                                     layout=widgets.Layout(width="380px"))
-    return _picture_widget(
+    return picture_widget(
         "course-attention", [token_choice, step_slider, layer_choice],
         lambda: attention_maps_figure(record.images[0], maps_of(layer_choice.value), labels,
                                       token_choice.value, step_slider.value, record.timesteps,

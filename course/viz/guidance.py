@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from ..metrics import analyze_image
 from .plots import to_display
-from .widgets import _picture_widget
+from .widgets import picture_widget
 
 #: Guidance scales of the module's exercise 4, and the range the lesson measures.
 EXERCISE_SCALES = (1.0, 3.0, 7.0, 12.0, 20.0)
@@ -169,4 +169,4 @@ def guidance_widget(pipe, prompts=None, prompt: str | None = None, guidance_scal
                                judge=shapes_world)
 
     controls = [prompt_menu, negative, scale, step_count, seed_box]
-    return _picture_widget("course-guidance", controls, draw)
+    return picture_widget("course-guidance", controls, draw)

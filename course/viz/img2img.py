@@ -33,7 +33,7 @@ def img2img_widget(pipe, redraw, image: torch.Tensor, prompts: list[str], streng
     guidance_scale=..., steps=..., seed=...)`` (your ``img2img``, or the course's)."""
     import ipywidgets as widgets
 
-    from .widgets import _picture_widget
+    from .widgets import picture_widget
 
     strength_slider = widgets.FloatSlider(value=strength, min=0.1, max=1.0, step=0.1,
                                           description="strength", continuous_update=False)
@@ -45,7 +45,7 @@ def img2img_widget(pipe, redraw, image: torch.Tensor, prompts: list[str], streng
                          guidance_scale=guidance_scale, steps=steps, seed=seed)
         return img2img_figure(image, redrawn.cpu(), prompt_choice.value, strength_slider.value)
 
-    return _picture_widget("course-img2img", [prompt_choice, strength_slider], draw)
+    return picture_widget("course-img2img", [prompt_choice, strength_slider], draw)
 
 
 @torch.no_grad()

@@ -110,7 +110,7 @@ def latent_widget(pipe, seed: int = 0, t: int = 0, source: str = SOURCES[0]):
     """
     import ipywidgets as widgets
 
-    from .widgets import _picture_widget
+    from .widgets import picture_widget
 
     last = int(pipe.scheduler.config.num_train_timesteps) - 1
     seed_slider = widgets.IntSlider(value=seed, min=0, max=99, description="image seed",
@@ -124,4 +124,4 @@ def latent_widget(pipe, seed: int = 0, t: int = 0, source: str = SOURCES[0]):
         return latent_figure(pipe, image, t_slider.value, seed_slider.value,
                              source=source_choice.value)
 
-    return _picture_widget("course-latents", [source_choice, seed_slider, t_slider], draw)
+    return picture_widget("course-latents", [source_choice, seed_slider, t_slider], draw)

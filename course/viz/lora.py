@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from ..metrics import analyze_images
 from .plots import to_display
-from .widgets import _picture_widget
+from .widgets import picture_widget
 
 
 def reading(found: dict) -> str:
@@ -96,4 +96,4 @@ def adapter_widget(pipe, adapters: list[str], prompt: str = "a purple triangle a
         images = generate(pipe, [prompt_box.value] * seeds, 1.0, steps, seed=0)
         return adapter_figure(images, prompt_box.value, chosen, time.perf_counter() - start)
 
-    return _picture_widget("course-lora", [prompt_box, *sliders.values()], draw)
+    return picture_widget("course-lora", [prompt_box, *sliders.values()], draw)

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import io
 
-import matplotlib
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg", force=False)  # headless-safe; inline backends in Jupyter still win
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from ..diffusion import (  # noqa: E402
+from ..diffusion import (
     SCHEDULE_PRESETS,
     alpha_bars,
     forward_diffusion,
@@ -34,23 +31,6 @@ def figure_to_png(fig: Figure, dpi: int = 80) -> bytes:
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return buffer.getvalue()
-
-
-def show_images(images, titles=None, ncols: int | None = None, size: float = 2.0) -> Figure:
-    """A row (or grid) of images [B, 3, H, W] with optional titles."""
-    images = list(images)
-    ncols = ncols or len(images)
-    nrows = -(-len(images) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for i, image in enumerate(images):
-        ax = axes.flat[i]
-        ax.imshow(to_display(image))
-        if titles is not None:
-            ax.set_title(titles[i], fontsize=9)
-    fig.tight_layout()
-    return fig
 
 
 #: Schedule labels the lesson-01 pictures offer (``course.diffusion.SCHEDULE_PRESETS``).

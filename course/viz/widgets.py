@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from . import plots
 
 
-def _picture_widget(css_class: str, controls: list, draw: Callable[[], Figure]) -> widgets.VBox:
+def picture_widget(css_class: str, controls: list, draw: Callable[[], Figure]) -> widgets.VBox:
     """Controls above a PNG picture that ``draw()`` re-renders whenever a control changes."""
     picture = widgets.Image(format="png")
     picture.add_class("course-picture")
@@ -42,7 +42,7 @@ def forward_noising_widget(image, T: int = 1000, seed: int = 0, t: int = 250,
     schedule_choice = widgets.Dropdown(options=list(plots.SCHEDULE_LABELS), value=schedule,
                                        description="schedule",
                                        layout=widgets.Layout(width="360px"))
-    return _picture_widget(
+    return picture_widget(
         "course-forward-noising", [t_slider, schedule_choice],
         lambda: plots.noising_figure(image, t_slider.value, schedule_choice.value, T=T, seed=seed))
 
@@ -55,7 +55,7 @@ def trajectory_widget(trajectory, n_show: int = 6) -> widgets.VBox:
     last = len(trajectory.timesteps) - 1
     step = widgets.IntSlider(value=last // 2, min=0, max=last, description="step",
                              continuous_update=True, layout=widgets.Layout(width="420px"))
-    return _picture_widget(
+    return picture_widget(
         "course-trajectory", [step],
         lambda: plots.trajectory_figure(trajectory.timesteps, trajectory.x_t, trajectory.x0_hat,
                                         step.value, n_show))
@@ -75,4 +75,4 @@ def ddim_widget(sample_fn, eta: float = 0.0, steps: int = 20) -> widgets.VBox:
         images, title = sample_fn(eta_slider.value, steps_slider.value)
         return plots.image_grid(images, suptitle=title)
 
-    return _picture_widget("course-ddim", [eta_slider, steps_slider], draw)
+    return picture_widget("course-ddim", [eta_slider, steps_slider], draw)
