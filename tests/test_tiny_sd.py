@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from course.__main__ import main
 from course.data import HELDOUT, all_combinations, caption, parse_caption
 from course.tinysd import bundle, registry
 from course.tinysd.evaluate import evaluate_adherence, evaluation_prompts, format_table
@@ -20,15 +21,6 @@ from course.tinysd.model import (
     make_scheduler,
     random_pipeline,
 )
-from course.tinysd.train import (
-    LearningRate,
-    PromptCache,
-    TinySDRecipe,
-    drop_captions,
-    loosen_captions,
-    main,
-    train_tiny_sd,
-)
 from course.tinysd.vocab import (
     BOS,
     EOS,
@@ -37,6 +29,8 @@ from course.tinysd.vocab import (
     caption_words,
     load_tokenizer,
 )
+from course.training.captions import PromptCache, drop_captions, loosen_captions
+from course.training.tiny_sd import LearningRate, TinySDRecipe, train_tiny_sd
 
 SMALL = TinySDConfig(
     vae=VAEConfig(channels=(8, 16), groups=4),
@@ -238,9 +232,9 @@ def test_time_limit_stops_both_stages():
 
 def test_command_line_writes_weights_and_record(tmp_path):
     out = tmp_path / "cli"
-    code = main(["--steps", "2", "--vae-steps", "2", "--batch-size", "4", "--vae-batch-size",
-                 "4", "--dataset-size", "16", "--device", "cpu", "--no-progress",
-                 "--output", str(out)])
+    code = main(["train", "tiny-sd", "--steps", "2", "--vae-steps", "2", "--batch-size", "4",
+                 "--vae-batch-size", "4", "--dataset-size", "16", "--device", "cpu",
+                 "--no-progress", "--output", str(out)])
     assert code == 0 and (out / "model_index.json").is_file()
     record = json.loads((out / "training.json").read_text())
     assert record["recipe"]["steps"] == 2 and record["recipe"]["batch_size"] == 4
