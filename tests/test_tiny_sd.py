@@ -230,6 +230,19 @@ def test_time_limit_stops_both_stages():
     assert record["requested"]["steps"] == 10**6 and record["recipe"]["steps"] < 10**6
 
 
+def test_training_leaves_the_callers_random_state_alone():
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    first = train_tiny_sd(SMALL_RECIPE, device="cpu", progress=False)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(8)  # another caller state: the same weights
+    again = train_tiny_sd(SMALL_RECIPE, device="cpu", progress=False)
+    for network in ("vae", "unet", "text_encoder"):
+        ours = getattr(again.pipe, network).state_dict()
+        for name, value in getattr(first.pipe, network).state_dict().items():
+            torch.testing.assert_close(ours[name], value, rtol=0, atol=0)
+
+
 def test_command_line_writes_weights_and_record(tmp_path):
     out = tmp_path / "cli"
     code = main(["train", "tiny-sd", "--steps", "2", "--vae-steps", "2", "--batch-size", "4",

@@ -30,7 +30,7 @@ from .seeding import seeded
 class DDPMRecipe(JSONRecipe):
     """Everything that decides what ``train_ddpm`` produces (stored with the weights)."""
 
-    steps: int = 5886  # what 270 s on one GPU reached (``--time-limit 270``); hours on a CPU
+    steps: int = 5886  # what 270 s on one GPU (cuda) reached (``--time-limit 270``)
     batch_size: int = 256
     lr: float = 1e-3  # constant after the warm-up, so a longer run extends a shorter one exactly
     warmup_steps: int = 100
