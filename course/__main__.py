@@ -6,6 +6,32 @@ import argparse
 import sys
 
 
+class _Subcommand(argparse.ArgumentParser):
+    """A subcommand's parser. ``fill(parser)`` adds its arguments on first use, so that only
+    the chosen command's module is imported; ``forward=True`` hands every argument on untouched
+    as ``argv``, to a command that parses its own (the grader's)."""
+
+    def __init__(self, *args, fill=None, forward: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._fill, self._forward = fill, forward
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._forward:
+            namespace = argparse.Namespace(**self._defaults) if namespace is None else namespace
+            namespace.argv = list(args if args is not None else sys.argv[1:])
+            return namespace, []
+        if self._fill is not None:
+            fill, self._fill = self._fill, None
+            fill(self)
+        return super().parse_known_args(args, namespace)
+
+
+def _grade(args) -> int:
+    from .grading import main as grade
+
+    return grade(args.argv)
+
+
 def _build_lessons(args) -> int:
     from .dev.authoring import build_lessons
 
@@ -29,6 +55,24 @@ def _store_outputs(args) -> int:
     return 0
 
 
+def _bench_arguments(parser) -> None:
+    from .dev.bench import add_arguments
+
+    add_arguments(parser)
+
+
+def _bench(args) -> int:
+    from .dev.bench import run
+
+    return run(args)
+
+
+def _train(args) -> int:
+    from .training import RECIPES
+
+    return RECIPES[args.recipe].run(args)
+
+
 def _doctor(args) -> int:
     from .device import environment_report
 
@@ -39,45 +83,52 @@ def _doctor(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m course", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    """``python -m course`` and its subcommands; each sets ``run`` to the function it calls."""
+    from .training import RECIPES
 
-    commands.add_parser("grade", help="execute and grade notebooks", add_help=False)
+    parser = argparse.ArgumentParser(prog="python -m course", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Subcommand)
+
+    grade = commands.add_parser("grade", help="execute and grade notebooks "
+                                "(python -m course grade --help)", add_help=False, forward=True)
+    grade.set_defaults(run=_grade)
 
     build = commands.add_parser("build-lessons", help="write lessons/ from solutions/")
     build.add_argument("--check", action="store_true", help="only report stale lessons")
     build.add_argument("--solutions", default="solutions")
     build.add_argument("--lessons", default="lessons")
+    build.set_defaults(run=_build_lessons)
 
     store = commands.add_parser(
         "store-outputs", help="execute solution notebooks, keep only nbval-checked outputs")
     store.add_argument("notebooks", nargs="+")
+    store.set_defaults(run=_store_outputs)
 
-    commands.add_parser("bench", help="measure speed and memory", add_help=False)
-    commands.add_parser("train", help="train a bundled model", add_help=False)
+    bench = commands.add_parser("bench", help="measure speed and memory",
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                fill=_bench_arguments)
+    bench.set_defaults(run=_bench)
+
+    train = commands.add_parser("train", help="train a model (python -m course train RECIPE "
+                                "--help: its options)",
+                                description="Train a model with one of the recipes below.")
+    recipes = train.add_subparsers(dest="recipe", required=True, metavar="RECIPE",
+                                   parser_class=_Subcommand)
+    for name, recipe in RECIPES.items():
+        recipes.add_parser(name, help=recipe.summary, fill=recipe.add_arguments,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.set_defaults(run=_train)
 
     doctor = commands.add_parser("doctor", help="describe this environment")
     doctor.add_argument("--offline", action="store_true", help="do not probe the hub")
+    doctor.set_defaults(run=_doctor)
+    return parser
 
-    if argv[:1] in (["grade"], ["bench"], ["train"]):  # these parse their own options
-        if argv[0] == "grade":
-            from .grading import main as command
-        elif argv[0] == "train" and argv[1:2] == ["tiny-sd"]:
-            from .tinysd.train import main as command
-            argv = argv[1:]
-        elif argv[0] == "train" and argv[1:2] == ["lora"]:
-            from .tinysd.lora_train import main as command
-            argv = argv[1:]
-        elif argv[0] == "train":
-            from .train import main as command
-        else:
-            from .dev.bench import main as command
-        return command(argv[1:])
-    args = parser.parse_args(argv)
-    return {"build-lessons": _build_lessons, "store-outputs": _store_outputs,
-            "doctor": _doctor}[args.command](args)
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    return args.run(args)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from course.__main__ import main as course_main
 from course.dev import bench
 from course.sampling import QUALITY_TABLE, load_quality_table, module_schedulers
 
@@ -68,7 +69,8 @@ def test_quality_only_measures_writes_the_asset_and_only_the_quality_table(tmp_p
     monkeypatch.setattr(bench, "bench_quality", lambda *args: TABLE)
     monkeypatch.setattr(bench, "bench_notebooks", pytest.fail)  # must not run
     out = tmp_path / "table.json"
-    assert bench.main(["--quality-only", "--write-readme", "--quality-out", str(out)]) == 0
+    assert course_main(["bench", "--quality-only", "--write-readme",
+                        "--quality-out", str(out)]) == 0
     text = readme.read_text()
     assert ("| lesson 02 model: DDPM, 1000 steps (1000 model calls, 2 images) | 50.0% clean "
             "single shapes, 50.0 ms per image |") in text
@@ -85,15 +87,15 @@ def test_quality_from_a_file_rewrites_the_readme_without_measuring(tmp_path, mon
     monkeypatch.setattr(bench, "bench_notebooks", pytest.fail)
     source = tmp_path / "measured.json"
     source.write_text(bench.dump_table(TABLE))
-    assert bench.main(["--quality-from", str(source), "--write-readme"]) == 0
+    assert course_main(["bench", "--quality-from", str(source), "--write-readme"]) == 0
     assert "50.0% clean single shapes" in readme.read_text()
 
 
 def test_a_tiny_quality_run_goes_the_whole_way(tmp_path):
     out = tmp_path / "table.json"
-    assert bench.main(["--quality-only", "--device", "cpu", "--quality-images", "2",
-                       "--quality-steps", "2,3", "--reference-steps", "4",
-                       "--quality-out", str(out)]) == 0
+    assert course_main(["bench", "--quality-only", "--device", "cpu", "--quality-images", "2",
+                        "--quality-steps", "2,3", "--reference-steps", "4",
+                        "--quality-out", str(out)]) == 0
     table = load_quality_table(out)
     assert table["device"] == "cpu" and table["n_images"] == 2 and table["model"] == "ddpm-shapes"
     assert table["command"] == ("python -m course bench --quality-only --device cpu "
@@ -182,7 +184,7 @@ def test_busy_rows_say_how_busy_the_machine_was(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "bench_speed",
                         lambda args: [{"name": "01_forward_noising.ipynb (default)",
                                        "value": "9.0 s"}])
-    assert bench.main(["--busy", "1", "--write-readme"]) == 0
+    assert course_main(["bench", "--busy", "1", "--write-readme"]) == 0
     assert started == [1]
     assert "| 01_forward_noising.ipynb (default), 1 other core busy | 9.0 s |" in readme.read_text()
 

@@ -238,7 +238,8 @@ def test_bundled_adapters_load_mix_and_leave_the_base_exact(pipe):
 
 
 def test_short_lora_training_saves_a_loadable_adapter(tmp_path, pipe):
-    from course.tinysd.lora_train import LoRARecipe, save_adapter, train_adapter
+    from course.training.adapters import save_adapter
+    from course.training.lora import LoRARecipe, train_adapter
 
     recipe = LoRARecipe(adapter="outline", rank=2, alpha=2.0, text_encoder_rank=2, steps=4,
                         batch_size=8)  # targets: cross-attention and top-level convolutions

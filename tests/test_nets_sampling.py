@@ -11,11 +11,12 @@ from diffusers import (
 )
 from diffusers.models.embeddings import get_timestep_embedding
 
+from course.__main__ import main
 from course.diffusion import alpha_bars, ddim_step, ddpm_step, make_beta_schedule, predict_x0
 from course.models import checkpoint_info, load_unet, save_unet
 from course.nets import TinyUNet, UNetConfig, timestep_embedding
 from course.sampling import ddim_sample, ddpm_sample, module_schedulers, respace, scheduler_sample
-from course.train import DDPMRecipe, ddpm_loss, main, train_ddpm
+from course.training.ddpm import DDPMRecipe, ddpm_loss, train_ddpm
 
 SMALL = UNetConfig(channels=(8, 16), attention=(False, True), time_dim=32, groups=4, heads=2)
 
@@ -188,11 +189,11 @@ def test_time_limit_stops_early_and_records_the_steps_taken():
 
 
 def test_train_command_writes_snapshots_that_record_their_own_step(tmp_path, monkeypatch):
-    monkeypatch.setattr("course.train.RECIPES", {
-        "ddpm-shapes": lambda: DDPMRecipe(batch_size=8, dataset_size=32, warmup_steps=1,
-                                          unet=SMALL)})
+    monkeypatch.setattr("course.training.ddpm.DDPMRecipe", lambda: DDPMRecipe(
+        batch_size=8, dataset_size=32, warmup_steps=1, unet=SMALL))
     out = tmp_path / "model.safetensors"
-    assert main(["ddpm-shapes", "--steps", "4", "--snapshot-every", "2", "--out", str(out)]) == 0
+    assert main(["train", "ddpm-shapes", "--steps", "4", "--snapshot-every", "2",
+                 "--out", str(out)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model-step2.safetensors",
                                                           "model.safetensors"]
     assert checkpoint_info(tmp_path / "model-step2.safetensors")["recipe"]["steps"] == 2

@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from course.__main__ import main
 from course.data import HELDOUT, all_combinations, caption, parse_caption
 from course.tinysd import bundle, registry
 from course.tinysd.evaluate import evaluate_adherence, evaluation_prompts, format_table
@@ -20,15 +21,6 @@ from course.tinysd.model import (
     make_scheduler,
     random_pipeline,
 )
-from course.tinysd.train import (
-    LearningRate,
-    PromptCache,
-    TinySDRecipe,
-    drop_captions,
-    loosen_captions,
-    main,
-    train_tiny_sd,
-)
 from course.tinysd.vocab import (
     BOS,
     EOS,
@@ -37,6 +29,8 @@ from course.tinysd.vocab import (
     caption_words,
     load_tokenizer,
 )
+from course.training.captions import PromptCache, drop_captions, loosen_captions
+from course.training.tiny_sd import LearningRate, TinySDRecipe, train_tiny_sd
 
 SMALL = TinySDConfig(
     vae=VAEConfig(channels=(8, 16), groups=4),
@@ -236,11 +230,24 @@ def test_time_limit_stops_both_stages():
     assert record["requested"]["steps"] == 10**6 and record["recipe"]["steps"] < 10**6
 
 
+def test_training_leaves_the_callers_random_state_alone():
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    first = train_tiny_sd(SMALL_RECIPE, device="cpu", progress=False)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(8)  # another caller state: the same weights
+    again = train_tiny_sd(SMALL_RECIPE, device="cpu", progress=False)
+    for network in ("vae", "unet", "text_encoder"):
+        ours = getattr(again.pipe, network).state_dict()
+        for name, value in getattr(first.pipe, network).state_dict().items():
+            torch.testing.assert_close(ours[name], value, rtol=0, atol=0)
+
+
 def test_command_line_writes_weights_and_record(tmp_path):
     out = tmp_path / "cli"
-    code = main(["--steps", "2", "--vae-steps", "2", "--batch-size", "4", "--vae-batch-size",
-                 "4", "--dataset-size", "16", "--device", "cpu", "--no-progress",
-                 "--output", str(out)])
+    code = main(["train", "tiny-sd", "--steps", "2", "--vae-steps", "2", "--batch-size", "4",
+                 "--vae-batch-size", "4", "--dataset-size", "16", "--device", "cpu",
+                 "--no-progress", "--output", str(out)])
     assert code == 0 and (out / "model_index.json").is_file()
     record = json.loads((out / "training.json").read_text())
     assert record["recipe"]["steps"] == 2 and record["recipe"]["batch_size"] == 4

@@ -42,7 +42,7 @@ PY
 # Stage 1 stops at 3000 steps (~30 s) unless 20% of the limit runs out first; stage 2 takes the
 # rest, its cosine learning rate fitted to the time left. Batch 512: at this size the GPU is
 # bound by kernel launches, so a bigger batch costs little time and averages more samples.
-"$PYTHON" -m course.tinysd.train --time-limit "$LIMIT" --output "$DEST" \
+"$PYTHON" -m course train tiny-sd --time-limit "$LIMIT" --output "$DEST" \
     --vae-steps 3000 --vae-batch-size 128 --steps 100000 --batch-size "${BATCH_SIZE:-512}" \
     --lr 1e-3 --dataset-size "${DATASET_SIZE:-32768}" --no-progress 2>&1 | tee "$OUT/train.log"
 if [ ! -f "$DEST/model_index.json" ]; then

@@ -25,7 +25,6 @@ medians of repeated runs on this machine.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import platform
@@ -347,11 +346,11 @@ def _step_list(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(",") if part.strip())
 
 
-def main(argv=None) -> int:
-    from ..sampling import QUALITY_TABLE, load_quality_table
+def add_arguments(parser) -> None:
+    """The options of ``python -m course bench``."""
+    from ..sampling import QUALITY_TABLE
 
-    parser = argparse.ArgumentParser(prog="python -m course bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.description = __doc__
     parser.add_argument("--quick", action="store_true", help="fewer repeats of the timings")
     parser.add_argument("--full", action="store_true",
                         help="also every notebook in the learner's default mode, and the browser "
@@ -383,7 +382,11 @@ def main(argv=None) -> int:
     parser.add_argument("--json", dest="json_path", help="also write the rows as JSON")
     parser.add_argument("--write-readme", action="store_true",
                         help="update the README's tables for what was measured")
-    args = parser.parse_args(argv)
+
+
+def run(args) -> int:
+    """Measure what the options of ``add_arguments`` ask for; print (and write) the tables."""
+    from ..sampling import load_quality_table
 
     tables = {}
     quality_only = args.quality_only or bool(args.quality_from)
@@ -418,7 +421,3 @@ def main(argv=None) -> int:
     if args.json_path:
         Path(args.json_path).write_text(json.dumps({"machine": machine(), **data}, indent=2))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

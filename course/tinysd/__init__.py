@@ -4,12 +4,14 @@ train on a laptop CPU.
 
 - ``vocab``: the CLIP tokenizer's vocabulary, built from the world's caption words;
 - ``model``: the parts, their sizes and the noise schedule;
-- ``train``: both training stages (``python -m course.tinysd.train``);
 - ``evaluate``: prompt adherence per guidance scale (``python -m course.tinysd.evaluate``);
 - ``bundle`` / ``registry``: saving, loading and naming pipelines.
 
+Training it is a recipe of ``course.training`` (``python -m course train tiny-sd``); its caption
+dropout, which lesson 05 shows, is also reachable here as ``drop_captions``.
+
 Names are imported from their modules on first use, so that ``import course.tinysd`` stays light
-and ``python -m course.tinysd.train`` does not import its own module twice.
+and ``python -m course.tinysd.evaluate`` does not import its own module twice.
 """
 
 from __future__ import annotations
@@ -17,28 +19,26 @@ from __future__ import annotations
 from importlib import import_module
 
 _HOME = {
-    "load_tiny_pipeline": "bundle",
-    "save_tiny_pipeline": "bundle",
-    "training_info": "bundle",
-    "evaluate_adherence": "evaluate",
-    "format_table": "evaluate",
-    "vae_ceiling": "evaluate",
-    "TinySDConfig": "model",
-    "build_pipeline": "model",
-    "count_parameters": "model",
-    "make_scheduler": "model",
-    "random_pipeline": "model",
-    "load_pipeline": "registry",
-    "TinySDRecipe": "train",
-    "drop_captions": "train",
-    "train_tiny_sd": "train",
-    "load_tokenizer": "vocab",
+    "load_tiny_pipeline": ".bundle",
+    "save_tiny_pipeline": ".bundle",
+    "training_info": ".bundle",
+    "evaluate_adherence": ".evaluate",
+    "format_table": ".evaluate",
+    "vae_ceiling": ".evaluate",
+    "TinySDConfig": ".model",
+    "build_pipeline": ".model",
+    "count_parameters": ".model",
+    "make_scheduler": ".model",
+    "random_pipeline": ".model",
+    "load_pipeline": ".registry",
+    "drop_captions": "..training.captions",
+    "load_tokenizer": ".vocab",
 }
 
 
 def __getattr__(name: str):
     if name in _HOME:
-        return getattr(import_module(f".{_HOME[name]}", __name__), name)
+        return getattr(import_module(_HOME[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

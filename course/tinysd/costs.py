@@ -180,7 +180,7 @@ def pixel_twin(unet):
     config = dict(unet.config)
     config.update(in_channels=3, out_channels=3, sample_size=2 * config["sample_size"])
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+        torch.default_generator.manual_seed(0)  # the CPU's only: the one forked
         twin = UNet2DConditionModel.from_config(config)
     # Cast by hand, parameter by parameter: ModelMixin.to(dtype) warns about nothing here.
     for p in twin.parameters():

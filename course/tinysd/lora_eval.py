@@ -23,8 +23,8 @@ import torch
 
 from ..data.shapes import Combo, all_combinations, caption, render_combinations
 from ..metrics import prompt_adherence
+from ..training.adapters import purple_combinations
 from .evaluate import generate
-from .lora_train import purple_combinations
 
 #: sampling for every measurement: DDIM (the pipeline's own), guidance 1 (the base model draws
 #: its own prompts right without guidance)

@@ -35,8 +35,9 @@ from pathlib import Path
 
 import torch
 
+from ..training.adapters import adapter_dataset, save_adapter
+from ..training.lora import TARGET_SETS, LoRARecipe, train_adapter
 from .lora_eval import base_prompts, memorisation, purple_prompts
-from .lora_train import TARGET_SETS, LoRARecipe, adapter_dataset, save_adapter, train_adapter
 
 OUTPUT = Path(__file__).resolve().parent.parent / "assets" / "lora_study.json"
 RANKS = (1, 2, 4, 8, 16)
@@ -76,8 +77,6 @@ def _row(recipe: LoRARecipe, base_reference: dict, seeds: int, with_file: bool =
          memorise: bool = False) -> dict:
     pipe = _fresh_pipe()
     result = train_adapter(recipe, pipe, progress=False, device="cpu")
-    from .lora_train import TARGET_SETS
-
     named = [name for name, targets in TARGET_SETS.items() if tuple(targets) == recipe.targets]
     row = {"adapter": recipe.adapter, "method": recipe.method, "rank": recipe.rank,
            "target_set": named[0] if named else "custom", "targets": list(recipe.targets),

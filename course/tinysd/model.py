@@ -208,10 +208,12 @@ def build_pipeline(vae, text_encoder, tokenizer, unet, scheduler=None):
 def random_pipeline(config: TinySDConfig | None = None, seed: int = 0):
     """An untrained pipeline of the given sizes (for tests and for the start of training)."""
     config = config or TinySDConfig()
-    torch.manual_seed(seed)
     tokenizer = load_tokenizer(max_length=config.text.max_length)
-    return build_pipeline(make_vae(config), make_text_encoder(config, tokenizer), tokenizer,
-                          make_unet(config))
+    # the weights come from ``seed``; the caller's random state is left as it was
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        return build_pipeline(make_vae(config), make_text_encoder(config, tokenizer), tokenizer,
+                              make_unet(config))
 
 
 def count_parameters(pipe) -> dict[str, int]:

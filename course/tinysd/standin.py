@@ -54,23 +54,25 @@ def build_standin(scale: str = "small", seed: int = 0):
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {sorted(SCALES)}, got {scale!r}")
     size = SCALES[scale]
-    torch.manual_seed(seed)
-    unet_config = json.loads((ASSETS / "sd15_unet" / "config.json").read_text())
-    unet_config = {k: v for k, v in unet_config.items() if not k.startswith("_")}
-    unet_config.update(block_out_channels=list(size["unet"]), cross_attention_dim=size["text"],
-                       layers_per_block=size["layers_per_block"], sample_size=size["latent"])
-    unet = UNet2DConditionModel(**unet_config)
-    tokenizer = load_tokenizer(max_length=77)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=size["text"], intermediate_size=size["text_mlp"],
-        num_hidden_layers=size["text_layers"], num_attention_heads=size["text_heads"],
-        max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=size["text"],
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id))
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=size["vae"], sample_size=8 * size["latent"], scaling_factor=0.18215)
+    # the random weights come from ``seed``; the caller's random state is left as it was
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        unet_config = json.loads((ASSETS / "sd15_unet" / "config.json").read_text())
+        unet_config = {k: v for k, v in unet_config.items() if not k.startswith("_")}
+        unet_config.update(block_out_channels=list(size["unet"]), cross_attention_dim=size["text"],
+                           layers_per_block=size["layers_per_block"], sample_size=size["latent"])
+        unet = UNet2DConditionModel(**unet_config)
+        tokenizer = load_tokenizer(max_length=77)
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            vocab_size=len(tokenizer), hidden_size=size["text"], intermediate_size=size["text_mlp"],
+            num_hidden_layers=size["text_layers"], num_attention_heads=size["text_heads"],
+            max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=size["text"],
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id))
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=size["vae"], sample_size=8 * size["latent"], scaling_factor=0.18215)
     scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               num_train_timesteps=1000, skip_prk_steps=True, steps_offset=1,
                               set_alpha_to_one=False)

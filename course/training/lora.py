@@ -1,6 +1,7 @@
 """Fine-tuning tiny Stable Diffusion on a few images: LoRA with peft, or every weight.
 
-Two adapters teach the bundled pipeline something its 60 captions never showed:
+Two adapters teach the bundled pipeline something its 60 captions never showed (their images:
+``course.training.adapters``):
 
 - ``purple``: a new colour word. The tokenizer splits "purple" into five pieces (p, u, r, p,
   le) whose embeddings no caption ever trained, much as DreamBooth binds a rare token to a new
@@ -8,8 +9,8 @@ Two adapters teach the bundled pipeline something its 60 captions never showed:
 - ``outline``: a style with no trigger word. 32 images of ordinary captions, drawn as 2-pixel
   outlines; while the adapter is active, every prompt draws outlines.
 
-The loss is the base model's own (``train.py``): v-prediction on latents z0 = the mean of
-q(z | x) times the scaling factor, zero-terminal-SNR schedule,
+The loss is the base model's own (``course.training.tiny_sd``): v-prediction on latents z0 = the
+mean of q(z | x) times the scaling factor, zero-terminal-SNR schedule,
 
     L = || v - v_theta(z_t, t, E(caption)) ||^2,   v = sqrt(a_t) eps - sqrt(1 - a_t) z0.
 
@@ -27,20 +28,22 @@ in bf16 (the frozen weights are cast to bf16, the trainable ones stay float32); 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import platform
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from ..data.shapes import POSITIONS, SHAPES, Combo, all_combinations, caption, render_combinations
-from ..lora import ADAPTER_FILE, ATTENTION_TARGETS
+from ..lora import ATTENTION_TARGETS
+from .adapters import adapter_dataset, loss_figure, prior_dataset, save_adapter, trainable_count
+from .captions import PromptCache, drop_captions
+from .recipe import JSONRecipe, with_overrides
+from .record import run_record
+from .seeding import seeded
 
 #: text-encoder layers a LoRA adapts (transformers' CLIP attention), as diffusers' scripts do
 TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
@@ -59,43 +62,11 @@ TARGET_SETS = {
     "top convs": TOP_LEVEL_CONVS,
     "cross-attention + top convs": CROSS_ATTENTION + TOP_LEVEL_CONVS,
 }
-#: the shape x position combinations the purple adapter trains on: 7 of 15, every shape and
-#: every position at least once; the other 8 are never shown in purple
-PURPLE_TRAIN = (("circle", "left"), ("circle", "top"), ("circle", "center"),
-                ("square", "right"), ("square", "bottom"),
-                ("triangle", "center"), ("triangle", "left"))
 DEFAULT_HOME = Path(os.environ.get("COURSE_HOME", "~/.cache/diffusion-course")).expanduser()
 
 
-def purple_combinations(split: str) -> list[Combo]:
-    """The purple combinations the adapter trains on ("train", 7) or never sees ("unseen", 8)."""
-    if split not in ("train", "unseen"):
-        raise ValueError(f'split must be "train" or "unseen", got {split!r}')
-    return [Combo("purple", s, p) for s in SHAPES for p in POSITIONS
-            if ((s, p) in PURPLE_TRAIN) == (split == "train")]
-
-
-def adapter_dataset(adapter: str, n: int = 32, seed: int = 0):
-    """The few images an adapter learns from: (images [n, 3, 32, 32] in [-1, 1], captions).
-
-    purple: the 7 training combinations in turn, jittered; outline: ``n`` distinct ordinary
-    combinations of the 60 (seeded), drawn as outlines with their usual captions.
-    """
-    if adapter == "purple":
-        combos = purple_combinations("train")
-        chosen = [combos[i % len(combos)] for i in range(n)]
-        return render_combinations(chosen, seed=seed), [caption(c) for c in chosen]
-    if adapter == "outline":
-        combos = all_combinations()
-        order = torch.randperm(len(combos), generator=torch.Generator().manual_seed(seed))
-        chosen = [combos[i] for i in order[:n].tolist()]
-        return render_combinations(chosen, seed=seed, style="outline"), [caption(c)
-                                                                            for c in chosen]
-    raise ValueError(f'adapter must be "purple" or "outline", got {adapter!r}')
-
-
 @dataclass
-class LoRARecipe:
+class LoRARecipe(JSONRecipe):
     """Everything that decides what ``train_adapter`` produces (stored with the adapter).
 
     The defaults are the bundled adapters' recipe; ``for_adapter`` adds what differs between
@@ -143,10 +114,19 @@ class LoRARecipe:
             raise ValueError(f'adapter must be "purple" or "outline", got {adapter!r}')
         return replace(cls(adapter=adapter, **own[adapter]), **changes)
 
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["targets"] = list(self.targets)
-        return data
+    def dropout(self) -> float:
+        """The caption dropout of the new images (``instance_dropout``, or its default)."""
+        if self.instance_dropout is not None:
+            return self.instance_dropout
+        return 0.1 if self.adapter == "outline" else 0.0
+
+    def lr_factor(self, step: int) -> float:
+        """The learning rate at ``step`` (from 0) as a multiple of lr: a 20-step linear warm-up,
+        then 1 ("constant") or 0.5 (1 + cos(pi * step / steps)) ("cosine")."""
+        warm = min(1.0, (step + 1) / 20)
+        if self.lr_schedule == "constant":
+            return warm
+        return warm * 0.5 * (1 + math.cos(math.pi * min(1.0, step / self.steps)))
 
 
 @dataclass
@@ -162,15 +142,6 @@ def _encode(pipe, images, device):
     with torch.no_grad():
         latents = pipe.vae.encode(images.to(device, pipe.vae.dtype)).latent_dist.mean
     return latents.float() * pipe.vae.config.scaling_factor
-
-
-def prior_dataset(pipe, n: int, seed: int = 1000, steps: int = 20):
-    """DreamBooth's class images: what the base model draws for ``n`` base-world captions, as
-    (images [n, 3, 32, 32] in [-1, 1], captions). Drawn before any fine-tuning."""
-    from .evaluate import evaluation_prompts, generate
-
-    prompts = evaluation_prompts("seen", n, seed=seed)
-    return generate(pipe, prompts, 1.0, steps, seed=seed), prompts
 
 
 def attach_lora(pipe, recipe: LoRARecipe, adapter_name: str = "default") -> list:
@@ -191,43 +162,14 @@ def attach_lora(pipe, recipe: LoRARecipe, adapter_name: str = "default") -> list
             if p.requires_grad]
 
 
-def train_adapter(recipe: LoRARecipe, pipe=None, progress: bool = True, on_step=None,
-                  mixed_precision: str = "no", device: str = "auto",
-                  data: tuple[torch.Tensor, list[str]] | None = None) -> AdapterResult:
-    """Fine-tune ``pipe`` (default: a fresh copy of ``recipe.base`` on the CPU) in place.
-
-    data: (images [n, 3, 32, 32] in [-1, 1], captions) to learn from instead of
-    ``adapter_dataset(recipe.adapter)``.
-    on_step(step, loss): after every step (loss is a float only every 10 steps, else None).
-    mixed_precision: "no" or "bf16" (GPU): frozen weights in bf16, trainable ones in float32.
-    """
-    from accelerate import Accelerator
-    from torch.utils.data import DataLoader, TensorDataset
-    from tqdm.auto import tqdm
-
-    from .model import make_noise_scheduler
-    from .registry import load_pipeline
-    from .train import PromptCache, drop_captions
-
-    if recipe.method not in ("lora", "full"):
-        raise ValueError(f'method must be "lora" or "full", got {recipe.method!r}')
-    accelerator = Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision)
-    torch.manual_seed(recipe.seed)
-    if pipe is None:
-        pipe = load_pipeline(recipe.base, device="cpu", dtype=torch.float32)
-    pipe.to(accelerator.device)
-    images, captions = data or adapter_dataset(recipe.adapter, recipe.n_images, recipe.seed)
-    if recipe.prior_weight > 0:
-        prior_images, prior_captions = prior_dataset(pipe, recipe.prior_images)
-        prior_latents = _encode(pipe, prior_images, accelerator.device)
-    latents = _encode(pipe, images, accelerator.device)
+def _trainable(pipe, recipe: LoRARecipe, mixed_precision: str) -> tuple[list, float]:
+    """Freeze what stays fixed; returns (the trained parameters, their learning rate). In bf16
+    the networks compute in bf16 while the trained weights stay float32."""
     pipe.vae.requires_grad_(False)
-
     if recipe.method == "lora":
         pipe.unet.requires_grad_(False)
         pipe.text_encoder.requires_grad_(False)
-        params = attach_lora(pipe, recipe)
-        lr = recipe.lr
+        params, lr = attach_lora(pipe, recipe), recipe.lr
     else:
         pipe.unet.requires_grad_(True)
         pipe.text_encoder.requires_grad_(True)
@@ -239,16 +181,85 @@ def train_adapter(recipe: LoRARecipe, pipe=None, progress: bool = True, on_step=
         for network in (pipe.unet, pipe.text_encoder):
             network.to(dtype=torch.bfloat16)
             cast_training_params(network, dtype=torch.float32)  # the trained weights stay fp32
+    return params, lr
 
+
+class _VLoss:
+    """L = || v - v_theta(z_t, t, E(caption)) ||^2 on a batch of latents z0 [B, 4, h, w], with
+    t and eps drawn from ``generator``."""
+
+    def __init__(self, unet, text_encoder, tokenizer, generator: torch.Generator):
+        from ..tinysd.model import make_noise_scheduler
+
+        self.unet, self.text_encoder, self.generator = unet, text_encoder, generator
+        self.prompts = PromptCache(tokenizer)
+        self.noise_scheduler = make_noise_scheduler()
+
+    def __call__(self, z0: torch.Tensor, captions: list[str]) -> torch.Tensor:
+        T = self.noise_scheduler.config.num_train_timesteps
+        noise = torch.randn(z0.shape, generator=self.generator, device=z0.device)
+        t = torch.randint(0, T, (len(z0),), generator=self.generator, device=z0.device)
+        z_t = self.noise_scheduler.add_noise(z0, noise, t)
+        v = self.noise_scheduler.get_velocity(z0, noise, t)  # sqrt(a) eps - sqrt(1 - a) z0
+        states = self.text_encoder(self.prompts(captions, z0.device))[0]  # [B, L, width]
+        prediction = self.unet(z_t, t, encoder_hidden_states=states).sample
+        return F.mse_loss(prediction.float(), v.float())
+
+
+def train_adapter(recipe: LoRARecipe, pipe=None, progress: bool = True, on_step=None,
+                  mixed_precision: str = "no", device: str = "auto",
+                  data: tuple[torch.Tensor, list[str]] | None = None) -> AdapterResult:
+    """Fine-tune ``pipe`` (default: a fresh copy of ``recipe.base`` on the CPU) in place.
+
+    data: (images [n, 3, 32, 32] in [-1, 1], captions) to learn from instead of
+    ``adapter_dataset(recipe.adapter)``.
+    on_step(step, loss): after every step (loss is a float only every 10 steps, else None).
+    mixed_precision: "no" or "bf16" (GPU): frozen weights in bf16, trainable ones in float32.
+    The LoRA weights' initial values come from ``recipe.seed``; the caller's random state is
+    left as it was.
+    """
+    from accelerate import Accelerator
+
+    from ..tinysd.registry import load_pipeline
+
+    if recipe.method not in ("lora", "full"):
+        raise ValueError(f'method must be "lora" or "full", got {recipe.method!r}')
+    accelerator = Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision)
+    with seeded(recipe.seed, accelerator.device):
+        if pipe is None:
+            pipe = load_pipeline(recipe.base, device="cpu", dtype=torch.float32)
+        pipe.to(accelerator.device)
+        images, captions = data or adapter_dataset(recipe.adapter, recipe.n_images, recipe.seed)
+        prior = None
+        if recipe.prior_weight > 0:
+            prior_images, prior_captions = prior_dataset(pipe, recipe.prior_images)
+            prior = (_encode(pipe, prior_images, accelerator.device), prior_captions)
+        latents = _encode(pipe, images, accelerator.device)
+        params, lr = _trainable(pipe, recipe, mixed_precision)
+        losses, seconds = _fit(recipe, pipe, params, lr, (latents, captions), prior, accelerator,
+                               progress, on_step)
+    for network in (pipe.unet, pipe.text_encoder):
+        network.requires_grad_(False)
+        if mixed_precision == "bf16":
+            network.to(dtype=torch.float32)
+    record = run_record(recipe, seconds, accelerator.device, ("diffusers", "peft"),
+                        final_loss=losses[-1] if losses else None, losses_every_10_steps=losses,
+                        parameters=trainable_count(pipe) if recipe.method == "lora" else None,
+                        mixed_precision=accelerator.mixed_precision)
+    return AdapterResult(pipe, losses, seconds, record)
+
+
+def _fit(recipe: LoRARecipe, pipe, params: list, lr: float, instances: tuple, prior,
+         accelerator, progress: bool, on_step) -> tuple[list[float], float]:
+    """The training loop on ``instances`` (latents [n, 4, h, w], captions) and, with
+    ``recipe.prior_weight``, the ``prior`` class images; leaves the trained networks, unwrapped
+    and in eval mode, in ``pipe``. Returns (mean loss of every 10 steps, seconds)."""
+    from torch.utils.data import DataLoader, TensorDataset
+    from tqdm.auto import tqdm
+
+    latents, captions = instances
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-
-    def learning_rate(step):  # a multiple of lr; step counts from 0
-        warm = min(1.0, (step + 1) / 20)
-        if recipe.lr_schedule == "constant":
-            return warm
-        return warm * 0.5 * (1 + math.cos(math.pi * min(1.0, step / recipe.steps)))
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, recipe.lr_factor)
     rows = torch.arange(len(captions))
     loader = DataLoader(TensorDataset(rows), batch_size=min(recipe.batch_size, len(rows)),
                         shuffle=True, drop_last=True,
@@ -256,25 +267,21 @@ def train_adapter(recipe: LoRARecipe, pipe=None, progress: bool = True, on_step=
     # the schedule is not prepared: accelerate would step it once per process, every step
     unet, text_encoder, optimizer, loader = accelerator.prepare(
         pipe.unet, pipe.text_encoder, optimizer, loader)
-    prompts = PromptCache(pipe.tokenizer)
-    noise_scheduler = make_noise_scheduler()
-    T = noise_scheduler.config.num_train_timesteps
     generator = torch.Generator(accelerator.device).manual_seed(
         recipe.seed + 1 + accelerator.process_index)
     drop_generator = torch.Generator().manual_seed(recipe.seed + 2 + accelerator.process_index)
+    v_loss = _VLoss(unet, text_encoder, pipe.tokenizer, generator)
 
-    instance_dropout = recipe.instance_dropout
-    if instance_dropout is None:
-        instance_dropout = 0.1 if recipe.adapter == "outline" else 0.0
-
-    def v_loss(z0, batch_captions):
-        noise = torch.randn(z0.shape, generator=generator, device=z0.device)
-        t = torch.randint(0, T, (len(z0),), generator=generator, device=z0.device)
-        z_t = noise_scheduler.add_noise(z0, noise, t)
-        v = noise_scheduler.get_velocity(z0, noise, t)  # sqrt(a) eps - sqrt(1 - a) z0
-        states = text_encoder(prompts(batch_captions, z0.device))[0]  # [B, L, width]
-        prediction = unet(z_t, t, encoder_hidden_states=states).sample
-        return F.mse_loss(prediction.float(), v.float())
+    def loss_of(batch):
+        loss = v_loss(latents[batch], drop_captions([captions[i] for i in batch.tolist()],
+                                                    recipe.dropout(), drop_generator))
+        if prior is not None:  # as many class images as instance images
+            pick = torch.randint(0, len(prior[1]), (len(batch),), generator=generator,
+                                 device=accelerator.device)
+            kept = drop_captions([prior[1][i] for i in pick.tolist()], recipe.cond_dropout,
+                                 drop_generator)
+            loss = loss + recipe.prior_weight * v_loss(prior[0][pick], kept)
+        return loss
 
     unet.train()
     text_encoder.train()
@@ -285,16 +292,8 @@ def train_adapter(recipe: LoRARecipe, pipe=None, progress: bool = True, on_step=
     step = 0
     while step < recipe.steps:
         for (batch,) in loader:
-            batch = batch.to(accelerator.device)
             with accelerator.autocast():
-                loss = v_loss(latents[batch], drop_captions(
-                    [captions[i] for i in batch.tolist()], instance_dropout, drop_generator))
-                if recipe.prior_weight > 0:  # as many class images as instance images
-                    pick = torch.randint(0, len(prior_captions), (len(batch),),
-                                         generator=generator, device=accelerator.device)
-                    kept = drop_captions([prior_captions[i] for i in pick.tolist()],
-                                         recipe.cond_dropout, drop_generator)
-                    loss = loss + recipe.prior_weight * v_loss(prior_latents[pick], kept)
+                loss = loss_of(batch.to(accelerator.device))
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(params, 1.0)
             optimizer.step()
@@ -317,12 +316,7 @@ def train_adapter(recipe: LoRARecipe, pipe=None, progress: bool = True, on_step=
     seconds = time.perf_counter() - start
     pipe.unet = accelerator.unwrap_model(unet).eval()
     pipe.text_encoder = accelerator.unwrap_model(text_encoder).eval()
-    for network in (pipe.unet, pipe.text_encoder):
-        network.requires_grad_(False)
-        if mixed_precision == "bf16":
-            network.to(dtype=torch.float32)
-    record = training_record(recipe, pipe, losses, seconds, accelerator)
-    return AdapterResult(pipe, losses, seconds, record)
+    return losses, seconds
 
 
 def train_style_lora(base_model_id: str, training_images, training_captions: list[str],
@@ -344,80 +338,9 @@ def train_style_lora(base_model_id: str, training_images, training_captions: lis
     return save_adapter(result.pipe, output_dir, result.record)
 
 
-def trainable_count(pipe) -> dict:
-    """LoRA weights in the U-Net and the text encoder, and the U-Net's own size."""
-    def lora(network):
-        return sum(p.numel() for n, p in network.named_parameters() if "lora_" in n)
-
-    unet_total = sum(p.numel() for n, p in pipe.unet.named_parameters() if "lora_" not in n)
-    return {"unet_lora": lora(pipe.unet), "text_encoder_lora": lora(pipe.text_encoder),
-            "unet_total": unet_total, "unet_share": lora(pipe.unet) / unet_total}
-
-
-def training_record(recipe, pipe, losses, seconds, accelerator) -> dict:
-    import diffusers
-    import peft
-
-    device = accelerator.device
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-    return {"recipe": recipe.to_dict(), "train_seconds": round(seconds, 1),
-            "final_loss": losses[-1] if losses else None, "losses_every_10_steps": losses,
-            "parameters": trainable_count(pipe) if recipe.method == "lora" else None,
-            "device": f"{device.type} ({name or platform.machine()})",
-            "mixed_precision": accelerator.mixed_precision, "threads": torch.get_num_threads(),
-            "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__,
-                         "peft": peft.__version__}}
-
-
-def lora_state_dicts(pipe, adapter_name: str = "default") -> dict:
-    """The adapter's weights per network, for ``save_lora_weights``, in peft's own naming
-    (``<module>.lora_A.weight``, ``<module>.lora_B.weight``), which diffusers loads as it is.
-
-    Not ``convert_state_dict_to_diffusers``: it renames the linear layers' weights to the older
-    ``lora.down`` / ``lora.up`` but not the convolutions', and diffusers 0.42 loads such a mixed
-    file without the renamed ones, with nothing but a warning.
-    """
-    from peft.utils import get_peft_model_state_dict
-
-    layers = {"unet_lora_layers": get_peft_model_state_dict(pipe.unet,
-                                                           adapter_name=adapter_name)}
-    if getattr(pipe.text_encoder, "peft_config", None):
-        layers["text_encoder_lora_layers"] = get_peft_model_state_dict(
-            pipe.text_encoder, adapter_name=adapter_name)
-    return layers
-
-
-def save_adapter(pipe, folder, record: dict | None = None) -> Path:
-    """Write the trained adapter as ``folder/pytorch_lora_weights.safetensors`` (diffusers'
-    LoRA format, float16: half the size) and ``record`` as ``folder/training.json``."""
-    from diffusers import StableDiffusionPipeline
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    layers = {key: {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in d.items()}
-              for key, d in lora_state_dicts(pipe).items()}
-    StableDiffusionPipeline.save_lora_weights(str(folder), weight_name=ADAPTER_FILE,
-                                              safe_serialization=True, **layers)
-    if record is not None:
-        (folder / "training.json").write_text(json.dumps(record, indent=1) + "\n")
-    return folder / ADAPTER_FILE
-
-
-def loss_figure(losses: list[float], title: str = ""):
-    """The training loss, one point per 10 steps."""
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(5, 2.6))
-    axis.plot([10 * (i + 1) for i in range(len(losses))], losses)
-    axis.set(xlabel="step", ylabel="v-prediction loss", title=title, yscale="log")
-    axis.grid(alpha=0.3)
-    figure.tight_layout()
-    return figure
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course train lora",
-                                     description=__doc__.split("\n\n")[0])
+def add_arguments(parser) -> None:
+    """The options of ``python -m course train lora``."""
+    parser.description = __doc__.split("\n\n")[0]
     parser.add_argument("--adapter", choices=("purple", "outline"), required=True)
     parser.add_argument("--method", choices=("lora", "full"), default="lora")
     parser.add_argument("--rank", type=int)
@@ -436,16 +359,21 @@ def main(argv=None) -> int:
                         help="auto: bf16 on a GPU, float32 on a CPU")
     parser.add_argument("--loss-plot", type=Path, help="also save the loss curve here (PNG)")
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+
+
+def run(args) -> int:
+    """Train with the options of ``add_arguments``; write the adapter (or the fine-tuned
+    pipeline) and its record."""
+    from accelerate import PartialState
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     recipe = LoRARecipe.for_adapter(args.adapter, method=args.method)
     if args.targets:
         recipe.targets = TARGET_SETS[args.targets]
-    overrides = {"rank": args.rank, "text_encoder_rank": args.text_encoder_rank,
-                 "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
-                 "prior_weight": args.prior_weight, "seed": args.seed}
-    recipe = replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
+    recipe = with_overrides(recipe, {
+        "rank": args.rank, "text_encoder_rank": args.text_encoder_rank, "steps": args.steps,
+        "batch_size": args.batch_size, "lr": args.lr, "prior_weight": args.prior_weight,
+        "seed": args.seed})
     if args.rank is not None:
         recipe.alpha = float(args.rank)
     gpu = torch.cuda.is_available() and args.device == "auto"
@@ -453,8 +381,6 @@ def main(argv=None) -> int:
         else args.mixed_precision
     result = train_adapter(recipe, progress=not args.no_progress, mixed_precision=precision,
                            device=args.device)
-    from accelerate import PartialState
-
     if not PartialState().is_main_process:
         return 0
     output = args.output or DEFAULT_HOME / "adapters" / args.adapter
@@ -462,7 +388,7 @@ def main(argv=None) -> int:
         path = save_adapter(result.pipe, output, result.record)
         print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
     else:
-        from .bundle import save_tiny_pipeline
+        from ..tinysd.bundle import save_tiny_pipeline
 
         save_tiny_pipeline(result.pipe, output, result.record)
         print(f"wrote the fine-tuned pipeline to {output}")
@@ -471,7 +397,3 @@ def main(argv=None) -> int:
     print(json.dumps({k: v for k, v in result.record.items()
                       if k not in ("recipe", "losses_every_10_steps")}))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

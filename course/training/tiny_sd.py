@@ -14,7 +14,7 @@ the same thing for its autoencoder, whose posterior is narrow. This one's is not
 this small, a latent channel the decoder does not need drifts to the prior N(0, 1), and measured
 over all channels the posterior's std (0.72) exceeded the spread of the means (0.59). Samples would
 teach the denoiser to draw noise that the decoder ignores. With zero-terminal-SNR
-``scaled_linear`` betas (see ``model.py``), a timestep t ~ U{0..T-1} and eps ~ N(0, I):
+``scaled_linear`` betas (see ``course.tinysd.model``), a timestep t ~ U{0..T-1} and eps ~ N(0, I):
 
     z_t = sqrt(alpha_bar_t) z0 + sqrt(1 - alpha_bar_t) eps
     v   = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) z0                 (the v-prediction target)
@@ -31,7 +31,7 @@ probability ``cond_dropout`` (10%), chosen for each sample independently, the ca
 by the empty prompt "". The sampler's unconditional branch encodes exactly "" (start token, end
 token, padding), so training must drop to that, not to zeros or to a whole batch at once.
 
-``python -m course.tinysd.train [--steps N] [--time-limit S] [--output DIR]`` runs both stages and
+``python -m course train tiny-sd [--steps N] [--time-limit S] [--output DIR]`` runs both stages and
 writes the pipeline with ``save_pretrained`` (float16 safetensors) plus ``training.json``. Under
 ``accelerate launch`` every process trains on its own batches of ``batch_size``, gradients are
 averaged, and only the main process writes.
@@ -39,22 +39,20 @@ averaged, and only the main process writes.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import platform
 import time
 from copy import deepcopy
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from .bundle import DEFAULT_OUTPUT, save_tiny_pipeline
-from .model import (
+from ..tinysd.bundle import DEFAULT_OUTPUT, save_tiny_pipeline
+from ..tinysd.model import (
     TinySDConfig,
     build_pipeline,
     make_noise_scheduler,
@@ -64,11 +62,17 @@ from .model import (
     make_vae,
     set_latent_scale,
 )
-from .vocab import load_tokenizer
+from ..tinysd.vocab import load_tokenizer
+from .captions import PromptCache, drop_captions, loosen_captions
+from .clock import Clock, batches
+from .ema import ema_update, load_averaged, warmed_decay
+from .recipe import JSONRecipe, with_overrides
+from .record import Window, run_record
+from .seeding import seeded
 
 
 @dataclass
-class TinySDRecipe:
+class TinySDRecipe(JSONRecipe):
     """Everything that decides what ``train_tiny_sd`` produces (stored with the weights)."""
 
     model: TinySDConfig = field(default_factory=TinySDConfig)
@@ -85,7 +89,9 @@ class TinySDRecipe:
     #: as SD's autoencoder can; "world" (the captioned world itself, 4 colours, filled)
     vae_data: str = "any-color"
     # stage 2: U-Net and text encoder
-    steps: int = 1000  # 100% adherence on a CPU probe (600 were enough); ~10 min on 2 cores
+    #: 100% adherence on a CPU probe (600 were enough); the bundled run's 1000 took 695 s on 2 CPU
+    #: cores (957 s with stage 1: ``course/assets/tiny_shapes/training.json``)
+    steps: int = 1000
     batch_size: int = 128
     lr: float = 1e-3
     lr_schedule: str = "cosine"  # "cosine" decays to 0 at ``steps``; "constant" after warm-up
@@ -100,53 +106,6 @@ class TinySDRecipe:
     stop_after: int | None = None
     #: skip stage 1 and reuse the autoencoder of this pipeline (a registry name or a folder)
     vae_from: str | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TinySDRecipe:
-        data = dict(data)
-        data["model"] = TinySDConfig.from_dict(data["model"])
-        return cls(**data)
-
-
-def loosen_captions(captions: list[str], p: float, vocabulary: list[str],
-                    generator: torch.Generator) -> list[str]:
-    """Each caption independently becomes, with probability ``p``, another caption drawn
-    uniformly from ``vocabulary`` (never itself): the image no longer matches its text."""
-    swap = (torch.rand(len(captions), generator=generator) < p).tolist()
-    picks = torch.randint(0, len(vocabulary) - 1, (len(captions),), generator=generator).tolist()
-    loosened = []
-    for text, swapped, pick in zip(captions, swap, picks):
-        others = [c for c in vocabulary if c != text]
-        loosened.append(others[pick % len(others)] if swapped else text)
-    return loosened
-
-
-def drop_captions(captions: list[str], p: float, generator: torch.Generator) -> list[str]:
-    """Conditioning dropout: each caption independently becomes the empty prompt "" with
-    probability ``p`` (a whole-batch coin flip would train the two modes in lumps)."""
-    drop = torch.rand(len(captions), generator=generator) < p
-    return ["" if dropped else text for text, dropped in zip(captions, drop.tolist())]
-
-
-class PromptCache:
-    """Token ids [L] of each prompt, tokenized once as the pipeline does it: padded with
-    <|endoftext|> to ``tokenizer.model_max_length`` and truncated there."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.ids: dict[str, torch.Tensor] = {}
-
-    def __call__(self, prompts: list[str], device=None) -> torch.Tensor:
-        missing = sorted({p for p in prompts if p not in self.ids})
-        if missing:
-            encoded = self.tokenizer(missing, padding="max_length", truncation=True,
-                                     max_length=self.tokenizer.model_max_length,
-                                     return_tensors="pt").input_ids
-            self.ids.update(zip(missing, encoded))
-        return torch.stack([self.ids[p] for p in prompts]).to(device)
 
 
 class LearningRate:
@@ -181,36 +140,6 @@ class LearningRate:
         self.horizon = max(step + 1, int(earliest))
 
 
-class _Clock:
-    """Training time against a limit, agreed on by all processes (or DDP would hang when one
-    stopped alone). Checked every ``every`` steps: each check synchronises the device."""
-
-    def __init__(self, accelerator, limit: float | None, every: int = 10):
-        self.accelerator, self.limit, self.every = accelerator, limit, every
-        self.start = time.perf_counter()
-
-    @property
-    def seconds(self) -> float:
-        return time.perf_counter() - self.start
-
-    def over(self, step: int) -> bool:
-        if self.limit is None or step % self.every:
-            return False
-        late = torch.tensor(float(self.seconds > self.limit), device=self.accelerator.device)
-        return self.accelerator.reduce(late, "max").item() > 0
-
-
-def _batches(loader):
-    while True:  # the loader, epoch after epoch
-        yield from loader
-
-
-def _ema_update(ema: list[torch.Tensor], params: list[torch.Tensor], decay: float) -> None:
-    # ema = decay * ema + (1 - decay) * param, in one fused call
-    with torch.no_grad():
-        torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
-
-
 class _AutoencoderLoss(torch.nn.Module):
     """x -> (D(z), KL(q(z | x) || N(0, I)) per image) with z ~ q(z | x): encoding and decoding in
     one ``forward``, so that a DistributedDataParallel wrapper sees (and synchronises) both."""
@@ -226,59 +155,39 @@ class _AutoencoderLoss(torch.nn.Module):
         return self.vae.decode(z).sample, posterior.kl()
 
 
-class _Window:
-    """Mean loss over windows of ``size`` steps, summed on the device (reading a value back
-    synchronises a GPU, so that happens once a window)."""
-
-    def __init__(self, device, size: int = 50):
-        self.size, self.means = size, []
-        self.total, self.count = torch.zeros((), device=device), 0
-
-    def add(self, value: torch.Tensor) -> float | None:
-        self.total += value.detach().float()
-        self.count += 1
-        return self.flush() if self.count == self.size else None
-
-    def flush(self) -> float | None:
-        if self.count == 0:
-            return None
-        self.means.append(round(self.total.item() / self.count, 6))
-        self.total.zero_()
-        self.count = 0
-        return self.means[-1]
-
-
 def train_vae(recipe: TinySDRecipe, images: torch.Tensor, accelerator,
               time_limit: float | None = None, progress: bool = True) -> dict:
     """Stage 1 on ``images`` [N, 3, H, W] in [-1, 1]; returns {"vae" (unwrapped, eval, frozen),
-    "losses" (reconstruction MSE, means of 50 steps), "seconds", "steps"}."""
+    "losses" (reconstruction MSE, means of 50 steps), "seconds", "steps"}. The initial weights
+    come from ``recipe.seed``; the caller's random state is left as it was."""
     from tqdm.auto import tqdm
 
-    torch.manual_seed(recipe.seed)
-    model = _AutoencoderLoss(make_vae(recipe.model))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
-    loader = DataLoader(TensorDataset(images), batch_size=recipe.vae_batch_size, shuffle=True,
-                        drop_last=True, generator=torch.Generator().manual_seed(recipe.seed))
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    generator = torch.Generator(accelerator.device).manual_seed(
-        recipe.seed + accelerator.process_index)
-    clock, window = _Clock(accelerator, time_limit), _Window(accelerator.device)
-    bar = tqdm(total=recipe.vae_steps, desc="stage 1: autoencoder",
-               disable=not (progress and accelerator.is_main_process))
-    step = 0
-    for step, (x,) in enumerate(_batches(loader), start=1):
-        reconstruction, kl = model(x, generator)
-        mse = F.mse_loss(reconstruction, x)
-        loss = mse + recipe.kl_weight * kl.mean()
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if (average := window.add(mse)) is not None:
-            bar.set_postfix(mse=f"{average:.5f}")
-        bar.update(1)
-        if step >= recipe.vae_steps or clock.over(step):
-            break
+    with seeded(recipe.seed, accelerator.device):
+        model = _AutoencoderLoss(make_vae(recipe.model))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
+        loader = DataLoader(TensorDataset(images), batch_size=recipe.vae_batch_size,
+                            shuffle=True, drop_last=True,
+                            generator=torch.Generator().manual_seed(recipe.seed))
+        model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+        generator = torch.Generator(accelerator.device).manual_seed(
+            recipe.seed + accelerator.process_index)
+        clock, window = Clock(accelerator, time_limit, every=10), Window(accelerator.device)
+        bar = tqdm(total=recipe.vae_steps, desc="stage 1: autoencoder",
+                   disable=not (progress and accelerator.is_main_process))
+        step = 0
+        for step, (x,) in enumerate(batches(loader), start=1):
+            reconstruction, kl = model(x, generator)
+            mse = F.mse_loss(reconstruction, x)
+            loss = mse + recipe.kl_weight * kl.mean()
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if (average := window.add(mse)) is not None:
+                bar.set_postfix(mse=f"{average:.5f}")
+            bar.update(1)
+            if step >= recipe.vae_steps or clock.over(step):
+                break
     window.flush()
     bar.close()
     vae = accelerator.unwrap_model(model).vae.eval().requires_grad_(False)
@@ -292,11 +201,83 @@ def encode_images(vae, images: torch.Tensor, device, batch_size: int = 1024) -> 
                       for chunk in images.split(batch_size)])
 
 
+@dataclass
+class _Denoiser:
+    """Stage 2's networks, optimizer, data and random generators, built under the seed."""
+
+    unet: torch.nn.Module  # prepared by accelerate (possibly wrapped)
+    text_encoder: torch.nn.Module
+    tokenizer: object
+    params: list[torch.Tensor]  # the unwrapped networks' parameters, U-Net first
+    optimizer: torch.optim.Optimizer
+    loader: DataLoader  # of rows into the training set
+    names: list[str]  # the distinct captions
+    index: torch.Tensor  # [N]: each training image's caption, as an index into ``names``
+    ema: list[torch.Tensor] | None
+    generators: dict[str, torch.Generator]  # "noise" (on the device), "drop", "loosen"
+
+    @classmethod
+    def build(cls, recipe: TinySDRecipe, captions: list[str], accelerator) -> _Denoiser:
+        tokenizer = load_tokenizer(max_length=recipe.model.text.max_length)
+        text_encoder = make_text_encoder(recipe.model, tokenizer)
+        unet = make_unet(recipe.model)
+        params = list(unet.parameters()) + list(text_encoder.parameters())
+        optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
+        names = sorted(set(captions))
+        index = torch.tensor([names.index(c) for c in captions])
+        loader = DataLoader(TensorDataset(torch.arange(len(captions))),
+                            batch_size=recipe.batch_size, shuffle=True, drop_last=True,
+                            generator=torch.Generator().manual_seed(recipe.seed + 1))
+        unet, text_encoder, optimizer, loader = accelerator.prepare(
+            unet, text_encoder, optimizer, loader)
+        ema = [p.detach().clone() for p in params] if recipe.ema_decay > 0 else None
+        rank = accelerator.process_index
+        generators = {
+            "noise": torch.Generator(accelerator.device).manual_seed(recipe.seed + 2 + rank),
+            "drop": torch.Generator().manual_seed(recipe.seed + 3 + rank),
+            "loosen": torch.Generator().manual_seed(recipe.seed + 4 + rank)}
+        return cls(unet, text_encoder, tokenizer, params, optimizer, loader, names, index, ema,
+                   generators)
+
+    def captions_of(self, rows: torch.Tensor, recipe: TinySDRecipe) -> list[str]:
+        """The captions the batch ``rows`` trains on: loosened, then dropped to ""."""
+        captions = [self.names[i] for i in self.index[rows.cpu()].tolist()]
+        if recipe.caption_noise > 0:
+            captions = loosen_captions(captions, recipe.caption_noise, self.names,
+                                       self.generators["loosen"])
+        return drop_captions(captions, recipe.cond_dropout, self.generators["drop"])
+
+    def snapshot(self, accelerator, copy: bool = True):
+        """(unet, text_encoder) unwrapped, in eval mode, holding the EMA weights when there are:
+        copies (training goes on), or the networks themselves (``copy=False``, at the end)."""
+        networks = [accelerator.unwrap_model(self.unet),
+                    accelerator.unwrap_model(self.text_encoder)]
+        if copy:
+            networks = [deepcopy(n) for n in networks]
+        if self.ema is not None:
+            load_averaged(networks, self.ema)
+        return [n.eval() for n in networks]
+
+
+def _v_loss(parts: _Denoiser, noise_scheduler, z0: torch.Tensor, captions: list[str],
+            prompts: PromptCache) -> torch.Tensor:
+    """L = || v - v_theta(z_t, t, E(caption)) ||^2 for latents z0 [B, 4, h, w]."""
+    device = z0.device
+    noise = torch.randn(z0.shape, generator=parts.generators["noise"], device=device)
+    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(z0),),
+                      generator=parts.generators["noise"], device=device)
+    z_t = noise_scheduler.add_noise(z0, noise, t)
+    v = noise_scheduler.get_velocity(z0, noise, t)  # sqrt(a) eps - sqrt(1 - a) z0
+    states = parts.text_encoder(prompts(captions, device))[0]  # [B, L, width]
+    return F.mse_loss(parts.unet(z_t, t, encoder_hidden_states=states).sample, v)
+
+
 def train_denoiser(recipe: TinySDRecipe, vae, images: torch.Tensor, captions: list[str],
                    accelerator, time_limit: float | None = None, progress: bool = True,
                    on_step=None) -> dict:
     """Stage 2: U-Net and text encoder on the frozen ``vae``'s latents of ``images`` with their
-    ``captions``.
+    ``captions``. The initial weights come from ``recipe.seed + 1``; the caller's random state
+    is left as it was.
 
     on_step(step, snapshot): called after every step; ``snapshot()`` returns copies of
     (unet, text_encoder) as they would be saved now (EMA weights when there are), for snapshots
@@ -307,101 +288,54 @@ def train_denoiser(recipe: TinySDRecipe, vae, images: torch.Tensor, captions: li
     """
     from tqdm.auto import tqdm
 
-    clock = _Clock(accelerator, time_limit)
+    clock = Clock(accelerator, time_limit, every=10)
     device = accelerator.device
     vae.to(device)
     latents = encode_images(vae, images, device)
     scaling_factor = set_latent_scale(vae, latents)
     latents = latents * scaling_factor  # [N, 4, h, w], unit variance
 
-    torch.manual_seed(recipe.seed + 1)
-    tokenizer = load_tokenizer(max_length=recipe.model.text.max_length)
-    prompts = PromptCache(tokenizer)
-    text_encoder = make_text_encoder(recipe.model, tokenizer)
-    unet = make_unet(recipe.model)
-    params = list(unet.parameters()) + list(text_encoder.parameters())
-    optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
-    learning_rate = LearningRate(recipe)
-    names = sorted(set(captions))
-    index = torch.tensor([names.index(c) for c in captions])
-    loader = DataLoader(TensorDataset(torch.arange(len(captions))), batch_size=recipe.batch_size,
-                        shuffle=True, drop_last=True,
-                        generator=torch.Generator().manual_seed(recipe.seed + 1))
-    unet, text_encoder, optimizer, loader = accelerator.prepare(
-        unet, text_encoder, optimizer, loader)
-    ema = None
-    if recipe.ema_decay > 0:
-        ema = [p.detach().clone() for p in params]
-
-    noise_scheduler = make_noise_scheduler()
-    T = noise_scheduler.config.num_train_timesteps
-    rank = accelerator.process_index
-    noise_generator = torch.Generator(device).manual_seed(recipe.seed + 2 + rank)
-    drop_generator = torch.Generator().manual_seed(recipe.seed + 3 + rank)
-    loosen_generator = torch.Generator().manual_seed(recipe.seed + 4 + rank)
-
-    window = _Window(device)
-    bar = tqdm(total=recipe.steps, desc="stage 2: U-Net + text encoder",
-               disable=not (progress and accelerator.is_main_process))
-    step = 0
-    unet.train()
-    text_encoder.train()
-    loop_start = None
-    for step, (rows,) in enumerate(_batches(loader), start=1):
-        if step == 21:  # the first steps are slow (allocation, autotuning): time from here
-            loop_start = time.perf_counter()
-        if (time_limit is not None and loop_start is not None and step % 100 == 0
-                and recipe.lr_schedule == "cosine"):
-            learning_rate.fit_to_time(step, (time.perf_counter() - loop_start) / (step - 21),
-                                      time_limit - clock.seconds, accelerator)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step)
-        rows = rows.to(device)
-        z0 = latents[rows]
-        noise = torch.randn(z0.shape, generator=noise_generator, device=device)
-        t = torch.randint(0, T, (len(rows),), generator=noise_generator, device=device)
-        z_t = noise_scheduler.add_noise(z0, noise, t)
-        v = noise_scheduler.get_velocity(z0, noise, t)  # sqrt(a) eps - sqrt(1 - a) z0
-        batch_captions = [names[i] for i in index[rows.cpu()].tolist()]
-        if recipe.caption_noise > 0:
-            batch_captions = loosen_captions(batch_captions, recipe.caption_noise, names,
-                                             loosen_generator)
-        batch_captions = drop_captions(batch_captions, recipe.cond_dropout, drop_generator)
-        states = text_encoder(prompts(batch_captions, device))[0]  # [B, L, width]
-        loss = F.mse_loss(unet(z_t, t, encoder_hidden_states=states).sample, v)
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:  # warm-up: the average forgets the random start quickly
-            _ema_update(ema, params, min(recipe.ema_decay, (1 + step) / (10 + step)))
-        if (average := window.add(loss)) is not None:
-            bar.set_postfix(loss=f"{average:.4f}")
-        bar.update(1)
-        if on_step is not None:
-            on_step(step, lambda: _snapshot(accelerator, unet, text_encoder, params, ema))
-        if step >= min(recipe.steps, recipe.stop_after or recipe.steps) or clock.over(step):
-            break
+    with seeded(recipe.seed + 1, device):
+        parts = _Denoiser.build(recipe, captions, accelerator)
+        prompts, learning_rate = PromptCache(parts.tokenizer), LearningRate(recipe)
+        noise_scheduler = make_noise_scheduler()
+        window = Window(device)
+        bar = tqdm(total=recipe.steps, desc="stage 2: U-Net + text encoder",
+                   disable=not (progress and accelerator.is_main_process))
+        step, loop_start = 0, None
+        parts.unet.train()
+        parts.text_encoder.train()
+        for step, (rows,) in enumerate(batches(parts.loader), start=1):
+            if step == 21:  # the first steps are slow (allocation, autotuning): time from here
+                loop_start = time.perf_counter()
+            if (time_limit is not None and loop_start is not None and step % 100 == 0
+                    and recipe.lr_schedule == "cosine"):
+                learning_rate.fit_to_time(step, (time.perf_counter() - loop_start) / (step - 21),
+                                          time_limit - clock.seconds, accelerator)
+            for group in parts.optimizer.param_groups:
+                group["lr"] = learning_rate(step)
+            rows = rows.to(device)
+            loss = _v_loss(parts, noise_scheduler, latents[rows], parts.captions_of(rows, recipe),
+                           prompts)
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(parts.params, 1.0)
+            parts.optimizer.step()
+            parts.optimizer.zero_grad(set_to_none=True)
+            if parts.ema is not None:
+                ema_update(parts.ema, parts.params, warmed_decay(recipe.ema_decay, step))
+            if (average := window.add(loss)) is not None:
+                bar.set_postfix(loss=f"{average:.4f}")
+            bar.update(1)
+            if on_step is not None:
+                on_step(step, lambda: parts.snapshot(accelerator))
+            if step >= min(recipe.steps, recipe.stop_after or recipe.steps) or clock.over(step):
+                break
     window.flush()
     bar.close()
-    unet, text_encoder = _snapshot(accelerator, unet, text_encoder, params, ema, copy=False)
-    return {"unet": unet, "text_encoder": text_encoder, "tokenizer": tokenizer,
+    unet, text_encoder = parts.snapshot(accelerator, copy=False)
+    return {"unet": unet, "text_encoder": text_encoder, "tokenizer": parts.tokenizer,
             "losses": window.means, "seconds": clock.seconds, "steps": step,
             "scaling_factor": scaling_factor, "lr_horizon": learning_rate.horizon}
-
-
-def _snapshot(accelerator, unet, text_encoder, params, ema, copy: bool = True):
-    """(unet, text_encoder) unwrapped, in eval mode, holding the EMA weights when there are:
-    copies (training goes on), or the networks themselves (``copy=False``, at the end)."""
-    networks = [accelerator.unwrap_model(unet), accelerator.unwrap_model(text_encoder)]
-    if copy:
-        networks = [deepcopy(n) for n in networks]
-    if ema is not None:
-        own = [p for n in networks for p in n.parameters()]
-        with torch.no_grad():
-            for p, averaged in zip(own, ema):
-                p.copy_(averaged)
-    return [n.eval() for n in networks]
 
 
 @dataclass
@@ -456,12 +390,14 @@ def reused_vae(source: str) -> dict:
     float32, frozen, in the form ``train_vae`` returns."""
     from diffusers import AutoencoderKL
 
-    from .registry import load_pipeline
+    from ..tinysd.registry import load_pipeline
 
     loaded = load_pipeline(source, device="cpu").vae
-    # a fresh module from the config, so that the folder it came from is not saved with it
+    # a fresh module from the config, so that the folder it came from is not saved with it; its
+    # random initial weights, replaced at once, are drawn without touching the caller's state
     config = {k: v for k, v in loaded.config.items() if k != "_name_or_path"}
-    vae = AutoencoderKL.from_config(config)
+    with torch.random.fork_rng(devices=[]):
+        vae = AutoencoderKL.from_config(config)
     vae.load_state_dict(loaded.float().state_dict())
     vae = vae.eval().requires_grad_(False)
     return {"vae": vae, "losses": [], "seconds": 0.0, "steps": 0, "from": source}
@@ -471,38 +407,26 @@ def training_record(ran: TinySDRecipe, asked: TinySDRecipe, stage1: dict, stage2
                     seconds: float, accelerator, time_limit: float | None) -> dict:
     """The JSON stored next to the weights: the recipe as run (steps actually taken), what was
     asked for, times, final losses (mean of the last 50 steps), device and versions."""
-    import diffusers
-    import transformers
-
-    device = accelerator.device
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-    return {
-        "recipe": ran.to_dict(),
-        "requested": {"vae_steps": asked.vae_steps, "steps": asked.steps,
-                      "time_limit": time_limit},
-        "stopped_by_time_limit": ((ran.vae_steps < asked.vae_steps and not asked.vae_from)
-                                  or ran.steps < asked.steps
-                                  or (ran.stop_after or 0) < (asked.stop_after or 0)),
-        "vae": {"steps": stage1["steps"], "seconds": round(stage1["seconds"], 1),
-                "final_mse": stage1["losses"][-1] if stage1["losses"] else None}
+    stopped = ((ran.vae_steps < asked.vae_steps and not asked.vae_from) or ran.steps < asked.steps
+               or (ran.stop_after or 0) < (asked.stop_after or 0))
+    return run_record(
+        ran, seconds, accelerator.device, ("diffusers", "transformers"),
+        requested={"vae_steps": asked.vae_steps, "steps": asked.steps, "time_limit": time_limit},
+        stopped_by_time_limit=stopped,
+        vae={"steps": stage1["steps"], "seconds": round(stage1["seconds"], 1),
+             "final_mse": stage1["losses"][-1] if stage1["losses"] else None}
         | ({"from": stage1["from"]} if "from" in stage1 else {}),
-        "denoiser": {"steps": stage2["steps"], "seconds": round(stage2["seconds"], 1),
-                     "final_loss": stage2["losses"][-1] if stage2["losses"] else None,
-                     "scaling_factor": round(stage2["scaling_factor"], 5),
-                     "lr_horizon": stage2["lr_horizon"]},
-        "losses_every_50_steps": {"vae": stage1["losses"], "denoiser": stage2["losses"]},
-        "train_seconds": round(seconds, 1),
-        "device": f"{device.type} ({name or platform.machine()})",
-        "processes": accelerator.num_processes,
-        "threads": torch.get_num_threads(),
-        "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__,
-                     "transformers": transformers.__version__},
-    }
+        denoiser={"steps": stage2["steps"], "seconds": round(stage2["seconds"], 1),
+                  "final_loss": stage2["losses"][-1] if stage2["losses"] else None,
+                  "scaling_factor": round(stage2["scaling_factor"], 5),
+                  "lr_horizon": stage2["lr_horizon"]},
+        losses_every_50_steps={"vae": stage1["losses"], "denoiser": stage2["losses"]},
+        processes=accelerator.num_processes)
 
 
-def _parse(argv):
-    parser = argparse.ArgumentParser(prog="python -m course.tinysd.train",
-                                     description=__doc__.split("\n\n")[0])
+def add_arguments(parser) -> None:
+    """The options of ``python -m course train tiny-sd``."""
+    parser.description = __doc__.split("\n\n")[0]
     parser.add_argument("--steps", type=int, help="stage 2 steps (U-Net + text encoder)")
     parser.add_argument("--vae-steps", type=int, help="stage 1 steps (autoencoder)")
     parser.add_argument("--stop-after", type=int, metavar="N",
@@ -528,11 +452,12 @@ def _parse(argv):
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
     parser.add_argument("--no-progress", action="store_true")
-    return parser.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = _parse(argv)
+def run(args) -> int:
+    """Train with the options of ``add_arguments``; write the pipeline and its record."""
+    from accelerate import PartialState
+
     if args.threads:
         torch.set_num_threads(args.threads)
     if torch.cuda.is_available():  # small convolutions: let cuDNN pick, and allow TF32
@@ -540,17 +465,13 @@ def main(argv=None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never ask the hub
-    recipe = TinySDRecipe()
-    overrides = {"steps": args.steps, "vae_steps": args.vae_steps, "batch_size": args.batch_size,
-                 "vae_batch_size": args.vae_batch_size, "dataset_size": args.dataset_size,
-                 "lr": args.lr, "ema_decay": args.ema, "seed": args.seed,
-                 "stop_after": args.stop_after, "vae_from": args.vae_from,
-                 "caption_noise": args.caption_noise}
-    recipe = replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
+    recipe = with_overrides(TinySDRecipe(), {
+        "steps": args.steps, "vae_steps": args.vae_steps, "batch_size": args.batch_size,
+        "vae_batch_size": args.vae_batch_size, "dataset_size": args.dataset_size,
+        "lr": args.lr, "ema_decay": args.ema, "seed": args.seed, "stop_after": args.stop_after,
+        "vae_from": args.vae_from, "caption_noise": args.caption_noise})
     result = train_tiny_sd(recipe, time_limit=args.time_limit, device=args.device,
                            mixed_precision=args.mixed_precision, progress=not args.no_progress)
-    from accelerate import PartialState
-
     if PartialState().is_main_process:
         save_tiny_pipeline(result.pipe, args.output, result.record)
         summary = {k: v for k, v in result.record.items()
@@ -558,7 +479,3 @@ def main(argv=None) -> int:
         print(json.dumps(summary))
         print(f"wrote {args.output}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

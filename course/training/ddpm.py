@@ -1,32 +1,36 @@
-"""Training recipes, on 🤗 accelerate: the same loop runs on a CPU, a GPU or several GPUs.
+"""DDPM on the captioned-shapes world: lesson 02's teaching U-Net (``TinyUNet``), on 🤗 accelerate.
 
-``python -m course train ddpm-shapes`` trains lesson 02's denoiser on the captioned-shapes world
-and writes it into the package as safetensors, where lessons load it in FAST mode. Under
-``accelerate launch`` the batch is split across processes and gradients are averaged; nothing in
-the loop changes.
+``python -m course train ddpm-shapes`` trains the denoiser and writes it as safetensors, where
+lessons load it in FAST mode. The bundled checkpoint took 270 s on one GPU (its record says
+"cuda", ``--time-limit 270``); on a laptop CPU the full recipe takes hours. Under ``accelerate
+launch`` the batch is split across processes and gradients are averaged; nothing in the loop
+changes.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from .diffusion import forward_diffusion, make_beta_schedule
-from .nets import TinyUNet, UNetConfig
+from ..diffusion import forward_diffusion, make_beta_schedule
+from ..nets import TinyUNet, UNetConfig
+from .clock import Clock, batches
+from .ema import ema_update
+from .recipe import JSONRecipe, with_overrides
+from .record import run_record
+from .seeding import seeded
 
 
 @dataclass
-class DDPMRecipe:
+class DDPMRecipe(JSONRecipe):
     """Everything that decides what ``train_ddpm`` produces (stored with the weights)."""
 
-    steps: int = 5886  # what 270 s on one H200 reached (``--time-limit 270``); hours on a CPU
+    steps: int = 5886  # what 270 s on one GPU (cuda) reached (``--time-limit 270``)
     batch_size: int = 256
     lr: float = 1e-3  # constant after the warm-up, so a longer run extends a shorter one exactly
     warmup_steps: int = 100
@@ -36,17 +40,6 @@ class DDPMRecipe:
     T: int = 1000
     seed: int = 0
     unet: UNetConfig = field(default_factory=UNetConfig)
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["unet"] = self.unet.to_dict()
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> DDPMRecipe:
-        data = dict(data)
-        data["unet"] = UNetConfig.from_dict(data["unet"])
-        return cls(**data)
 
 
 def ddpm_loss(model: torch.nn.Module, x0: torch.Tensor, betas: torch.Tensor,
@@ -70,13 +63,6 @@ class TrainResult:
     device: str  # where it trained
 
 
-def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    # ema = decay * ema + (1 - decay) * model, all parameters in one fused call
-    with torch.no_grad():
-        torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()],
-                             1 - decay)
-
-
 def train_ddpm(recipe: DDPMRecipe, images: torch.Tensor | None = None,
                progress: bool = True, on_step=None,
                time_limit: float | None = None) -> TrainResult:
@@ -88,17 +74,24 @@ def train_ddpm(recipe: DDPMRecipe, images: torch.Tensor | None = None,
     time_limit: stop after this many seconds of training, even short of ``recipe.steps``.
 
     The learning rate is constant after the warm-up, so the first k steps of any run are exactly
-    a k-step run: a snapshot at step k is what the recipe with ``steps=k`` produces.
+    a k-step run: a snapshot at step k is what the recipe with ``steps=k`` produces. The initial
+    weights come from ``recipe.seed``; the caller's random state is left as it was.
     """
     from accelerate import Accelerator
-    from tqdm.auto import tqdm
 
     accelerator = Accelerator()
-    torch.manual_seed(recipe.seed)
-    if images is None:
-        from .data.shapes import shapes_dataset
+    with seeded(recipe.seed, accelerator.device):
+        if images is None:
+            from ..data.shapes import shapes_dataset
 
-        images, _ = shapes_dataset(recipe.dataset_size, seed=recipe.seed)
+            images, _ = shapes_dataset(recipe.dataset_size, seed=recipe.seed)
+        return _train(recipe, images, accelerator, progress, on_step, time_limit)
+
+
+def _train(recipe: DDPMRecipe, images: torch.Tensor, accelerator, progress: bool, on_step,
+           time_limit: float | None) -> TrainResult:
+    from tqdm.auto import tqdm
+
     loader = DataLoader(TensorDataset(images), batch_size=recipe.batch_size, shuffle=True,
                         drop_last=True, generator=torch.Generator().manual_seed(recipe.seed))
     model = TinyUNet(recipe.unet)
@@ -115,83 +108,74 @@ def train_ddpm(recipe: DDPMRecipe, images: torch.Tensor | None = None,
     betas = make_beta_schedule(recipe.schedule, recipe.T).to(accelerator.device)
     generator = torch.Generator().manual_seed(recipe.seed + 1 + accelerator.process_index)
 
-    def batches():  # the loader, epoch after epoch
-        while True:
-            yield from loader
-
     losses: list[float] = []
     bar = tqdm(total=recipe.steps, desc="training", disable=not (progress and
                                                                 accelerator.is_main_process))
-    start = time.perf_counter()
+    clock = Clock(accelerator, time_limit)
     seconds = 0.0
-    for step, (x0,) in enumerate(batches(), start=1):
+    for step, (x0,) in enumerate(batches(loader), start=1):
         loss = ddpm_loss(model, x0, betas, generator)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        _ema_update(ema, accelerator.unwrap_model(model), recipe.ema_decay)
+        ema_update(list(ema.parameters()), accelerator.unwrap_model(model).parameters(),
+                   recipe.ema_decay)
         losses.append(loss.item())
         bar.update(1)
         if step % 50 == 0:
             bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.4f}")
-        seconds = time.perf_counter() - start
+        seconds = clock.seconds
         if on_step is not None:
             on_step(step, ema, losses, seconds)
-        if step >= recipe.steps:
+        if step >= recipe.steps or clock.over(step):
             break
-        if time_limit is not None:  # every process stops at the same step, or DDP would hang
-            over = torch.tensor(float(seconds > time_limit), device=accelerator.device)
-            if accelerator.reduce(over, "max").item() > 0:
-                break
     bar.close()
     return TrainResult(ema.cpu().eval(), losses, seconds, replace(recipe, steps=len(losses)),
                        str(accelerator.device))
 
 
-def training_record(recipe: DDPMRecipe, losses: list[float], seconds: float, device: str) -> dict:
-    """What a checkpoint stores about its training (read back by ``checkpoint_info``)."""
+def training_record(recipe: DDPMRecipe, losses: list[float], seconds: float, device) -> dict:
+    """What a checkpoint stores about its training (read back by ``checkpoint_info``): the
+    run record, with the final loss (mean of the last 100 steps)."""
     tail = losses[-100:]
-    return {"recipe": recipe.to_dict(), "train_seconds": round(seconds, 1),
-            "final_loss": round(sum(tail) / len(tail), 5), "device": device,
-            "torch": torch.__version__}
+    return run_record(recipe, seconds, device, final_loss=round(sum(tail) / len(tail), 5))
 
 
-RECIPES = {"ddpm-shapes": DDPMRecipe}
+def add_arguments(parser) -> None:
+    """The options of ``python -m course train ddpm-shapes``."""
+    from ..models import USER_DIR
 
-
-def main(argv=None) -> int:
-    from accelerate import PartialState
-
-    from .models import USER_DIR, save_unet
-
-    parser = argparse.ArgumentParser(prog="python -m course train", description=__doc__)
-    parser.add_argument("name", choices=sorted(RECIPES))
+    parser.description = __doc__
     parser.add_argument("--steps", type=int, help="override the recipe's number of steps")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--out", type=Path, help="where to write the safetensors file "
-                        f"(default: {USER_DIR}/NAME.safetensors; load_unet takes that path)")
+                        f"(default: {USER_DIR}/ddpm_shapes.safetensors; load_unet takes that "
+                        "path)")
     parser.add_argument("--snapshot-every", type=int, metavar="N",
                         help="also write OUT-stepK.safetensors every N steps: each is exactly "
                         "what --steps K would write")
     parser.add_argument("--time-limit", type=float, metavar="SECONDS",
                         help="stop after this much training and write what there is")
-    args = parser.parse_args(argv)
 
-    recipe = RECIPES[args.name]()
-    for key in ("steps", "batch_size", "lr"):
-        if getattr(args, key):
-            setattr(recipe, key, getattr(args, key))
-    out = args.out or USER_DIR / f"{args.name.replace('-', '_')}.safetensors"
+
+def run(args) -> int:
+    """Train with the options of ``add_arguments``; write the EMA weights (and snapshots)."""
+    from accelerate import PartialState
+
+    from ..models import USER_DIR, save_unet
+
+    recipe = with_overrides(DDPMRecipe(), {"steps": args.steps, "batch_size": args.batch_size,
+                                           "lr": args.lr})
+    out = args.out or USER_DIR / "ddpm_shapes.safetensors"
     state = PartialState()  # under ``accelerate launch`` only the main process writes files
 
     def snapshot(step, ema, losses, seconds):
         if (args.snapshot_every and step % args.snapshot_every == 0 and step < recipe.steps
                 and state.is_main_process):
-            info = training_record(replace(recipe, steps=step), losses, seconds,
-                                   str(state.device))
+            info = training_record(replace(recipe, steps=step), losses, seconds, state.device)
             path = save_unet(ema, out.with_name(f"{out.stem}-step{step}{out.suffix}"), info)
             print(json.dumps({"step": step, **{k: v for k, v in info.items() if k != "recipe"}}),
                   f"-> {path}", flush=True)
@@ -199,7 +183,7 @@ def main(argv=None) -> int:
     result = train_ddpm(recipe, on_step=snapshot, time_limit=args.time_limit)
     if not state.is_main_process:
         return 0
-    info = training_record(result.recipe, result.losses, result.seconds, result.device)
+    info = training_record(result.recipe, result.losses, result.seconds, state.device)
     save_unet(result.model, out, info)
     print(json.dumps({"step": result.recipe.steps,
                       **{k: v for k, v in info.items() if k != "recipe"}}))
