@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from .diffusion import forward_diffusion, make_beta_schedule
-from .nets import TinyUNet, UNetConfig
+from .nets import TinyUNet
+from .nets import TinyUNetConfig as UNetConfig
 
 
 @dataclass

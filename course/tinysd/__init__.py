@@ -6,7 +6,7 @@ train on a laptop CPU.
 - ``model``: the parts, their sizes and the noise schedule;
 - ``train``: both training stages (``python -m course.tinysd.train``);
 - ``evaluate``: prompt adherence per guidance scale (``python -m course.tinysd.evaluate``);
-- ``bundle`` / ``registry``: saving, loading and naming pipelines.
+- saving, loading and naming pipelines is ``course.models``' job.
 
 Names are imported from their modules on first use, so that ``import course.tinysd`` stays light
 and ``python -m course.tinysd.train`` does not import its own module twice.
@@ -17,9 +17,6 @@ from __future__ import annotations
 from importlib import import_module
 
 _HOME = {
-    "load_tiny_pipeline": "bundle",
-    "save_tiny_pipeline": "bundle",
-    "training_info": "bundle",
     "evaluate_adherence": "evaluate",
     "format_table": "evaluate",
     "vae_ceiling": "evaluate",
@@ -28,7 +25,6 @@ _HOME = {
     "count_parameters": "model",
     "make_scheduler": "model",
     "random_pipeline": "model",
-    "load_pipeline": "registry",
     "TinySDRecipe": "train",
     "drop_captions": "train",
     "train_tiny_sd": "train",

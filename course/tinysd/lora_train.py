@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from ..data.shapes import POSITIONS, SHAPES, Combo, all_combinations, caption, render_combinations
 from ..lora import ADAPTER_FILE, ATTENTION_TARGETS
+from ..models.registry import USER_DIR as DEFAULT_HOME
 
 #: text-encoder layers a LoRA adapts (transformers' CLIP attention), as diffusers' scripts do
 TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
@@ -64,7 +65,6 @@ TARGET_SETS = {
 PURPLE_TRAIN = (("circle", "left"), ("circle", "top"), ("circle", "center"),
                 ("square", "right"), ("square", "bottom"),
                 ("triangle", "center"), ("triangle", "left"))
-DEFAULT_HOME = Path(os.environ.get("COURSE_HOME", "~/.cache/diffusion-course")).expanduser()
 
 
 def purple_combinations(split: str) -> list[Combo]:
@@ -205,8 +205,8 @@ def train_adapter(recipe: LoRARecipe, pipe=None, progress: bool = True, on_step=
     from torch.utils.data import DataLoader, TensorDataset
     from tqdm.auto import tqdm
 
+    from ..models import load_pipeline
     from .model import make_noise_scheduler
-    from .registry import load_pipeline
     from .train import PromptCache, drop_captions
 
     if recipe.method not in ("lora", "full"):
@@ -462,7 +462,7 @@ def main(argv=None) -> int:
         path = save_adapter(result.pipe, output, result.record)
         print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
     else:
-        from .bundle import save_tiny_pipeline
+        from ..models.pipelines import save_tiny_pipeline
 
         save_tiny_pipeline(result.pipe, output, result.record)
         print(f"wrote the fine-tuned pipeline to {output}")

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from .bundle import DEFAULT_OUTPUT, save_tiny_pipeline
+from ..models.pipelines import DEFAULT_OUTPUT, save_tiny_pipeline
 from .model import (
     TinySDConfig,
     build_pipeline,
@@ -456,7 +456,7 @@ def reused_vae(source: str) -> dict:
     float32, frozen, in the form ``train_vae`` returns."""
     from diffusers import AutoencoderKL
 
-    from .registry import load_pipeline
+    from ..models import load_pipeline
 
     loaded = load_pipeline(source, device="cpu").vae
     # a fresh module from the config, so that the folder it came from is not saved with it
