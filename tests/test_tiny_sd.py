@@ -296,6 +296,8 @@ def test_missing_pipeline_names_the_training_command(tmp_path, monkeypatch):
         pipelines.load_tiny_pipeline()
     with pytest.raises(FileNotFoundError, match="python -m course.tinysd.train"):
         pipelines.load_pipeline("tiny-shapes")
+    with pytest.raises(ValueError, match="'ddpm-shapes' is a registered unet, not a pipeline"):
+        pipelines.load_pipeline("ddpm-shapes")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConnectionError, match="tiny-shapes"):
         pipelines.load_pipeline("someone/some-model")

@@ -114,7 +114,9 @@ def load_pipeline(name: str = "tiny-shapes", device=None, dtype=None):
     writes (``DEFAULT_OUTPUT``).
     """
     entry = ENTRIES.get(name)
-    if entry is not None and entry.kind == "pipeline" and entry.local_path() is not None:
+    if entry is not None and entry.kind != "pipeline":
+        raise ValueError(f"{name!r} is a registered {entry.kind}, not a pipeline")
+    if entry is not None and entry.local_path() is not None:
         if (entry.local_path() / "model_index.json").is_file():
             return load_tiny_pipeline(verify(entry), device, dtype)
         if name == "tiny-shapes":
