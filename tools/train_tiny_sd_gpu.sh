@@ -16,7 +16,8 @@
 #   digest.txt        sha256 and size of tiny_shapes/, for course/models/registry.py
 #   eval.txt, .json   adherence per guidance scale in float32, samplers compared
 #   eval_fp16.*       the same pipeline loaded in float16 (what a GPU learner gets)
-# Then copy $OUT/tiny_shapes to course/assets/tiny_shapes.
+# Then copy $OUT/tiny_shapes to course/assets/tiny_shapes, and make its tokenizer/vocab.json and
+# merges.txt links to ../../tiny_clip_vocab/ (the one vocabulary; tests/test_tiny_sd.py checks).
 #
 # Knobs (environment): PYTHON, EVAL_DEVICE (cuda), N_PROMPTS (96), DATASET_SIZE (32768),
 # BATCH_SIZE (512).
