@@ -30,15 +30,13 @@ import torch
 from torch import nn
 
 from .logs import only_errors
+from .models.registry import ASSETS, ENTRIES, names, verify
 
-ASSETS = Path(__file__).resolve().parent / "assets"
 #: Stable Diffusion 1.5's U-Net configuration, as its hub repository ships it
 #: (stable-diffusion-v1-5/stable-diffusion-v1-5, unet/config.json): architecture only, no weights
 SD15_UNET_CONFIG = ASSETS / "sd15_unet" / "config.json"
 #: the attention projections of every attention layer: what diffusers' LoRA scripts target
 ATTENTION_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
-#: where bundled adapters live: ``ADAPTERS / name / pytorch_lora_weights.safetensors``
-ADAPTERS = ASSETS / "adapters"
 ADAPTER_FILE = "pytorch_lora_weights.safetensors"
 
 
@@ -171,8 +169,9 @@ def adapter_file(folder_or_file) -> Path:
     """The adapter's weights file: a folder's ``pytorch_lora_weights.safetensors``, a bundled
     adapter's name ("purple"), or a file path. Refuses anything that is not safetensors."""
     path = Path(folder_or_file)
-    if not path.exists() and (ADAPTERS / str(folder_or_file)).is_dir():
-        path = ADAPTERS / str(folder_or_file)
+    entry = ENTRIES.get(str(folder_or_file))
+    if not path.exists() and entry is not None and entry.kind == "adapter":
+        path = verify(entry)
     if path.is_dir():
         candidates = sorted(path.glob("*.safetensors"))
         if not candidates:
@@ -192,10 +191,8 @@ def adapter_file(folder_or_file) -> Path:
 
 
 def bundled_adapters() -> list[str]:
-    """Names of the adapters shipped in the package."""
-    if not ADAPTERS.is_dir():
-        return []
-    return sorted(p.name for p in ADAPTERS.iterdir() if (p / ADAPTER_FILE).is_file())
+    """Names of the adapters shipped in the package (the registry's "adapter" entries)."""
+    return [name for name in names("adapter") if ENTRIES[name].local_path().is_dir()]
 
 
 def read_adapter_shapes(path: Path) -> dict[str, list[int]]:

@@ -27,8 +27,9 @@ from pathlib import Path
 import torch
 
 from .lora import ATTENTION_TARGETS, lora_config, sd15_unet
+from .models.registry import ASSETS
 
-SHIPPED = Path(__file__).resolve().parent / "assets" / "lora_sd15_gpu.json"
+SHIPPED = ASSETS / "lora_sd15_gpu.json"
 
 
 def measure_step(method: str, batch_size: int, checkpointing: bool, steps: int = 6,

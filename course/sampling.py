@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .diffusion import alpha_bars, ddim_step, ddpm_step, predict_x0
+from .models.registry import ASSETS
 
 
 @dataclass
@@ -247,7 +248,7 @@ def compare_schedulers(model: torch.nn.Module, schedulers: dict, step_counts, n:
 
 
 #: Lesson 03's scheduler comparison at full size, written by ``python -m course bench --quality``.
-QUALITY_TABLE = Path(__file__).resolve().parent / "assets" / "scheduler_quality.json"
+QUALITY_TABLE = ASSETS / "scheduler_quality.json"
 
 
 def load_quality_table(path: str | Path = QUALITY_TABLE) -> dict:

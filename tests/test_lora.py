@@ -2,6 +2,7 @@
 their errors, the purple and outline worlds and their judge, and a short training run."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -18,7 +19,6 @@ from course.data.shapes import (
     shapes_dataset,
 )
 from course.lora import (
-    ADAPTERS,
     AdapterError,
     LoRALinear,
     adapter_file,
@@ -31,6 +31,7 @@ from course.lora import (
     set_adapter_strengths,
 )
 from course.metrics import analyze_images, prompt_adherence
+from course.models.registry import ASSETS, ENTRIES
 
 
 def _peft_layer(base: nn.Linear, r, alpha, rslora, A, B):
@@ -173,12 +174,17 @@ def pipe():
     return load_pipeline("tiny-shapes", device="cpu", dtype=torch.float32)
 
 
-def test_bundled_adapters_are_small_safetensors():
+def test_bundled_adapters_are_small_safetensors(monkeypatch):
     assert bundled_adapters() == ["outline", "purple"]
     for name in bundled_adapters():
         path = adapter_file(name)
         assert path.suffix == ".safetensors" and path.stat().st_size <= 256 * 1024
-        assert path.parent == ADAPTERS / name
+        assert path.parent == ASSETS / "adapters" / name
+    # a bundled adapter is checked against its registry digest before it is read
+    damaged = replace(ENTRIES["purple"], sha256="0" * 64)
+    monkeypatch.setitem(ENTRIES, "purple", damaged)
+    with pytest.raises(ValueError, match="do not match the registry"):
+        adapter_file("purple")
 
 
 def test_bad_adapters_get_one_line_errors(pipe, tmp_path):

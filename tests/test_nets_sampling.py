@@ -14,11 +14,11 @@ from diffusers.models.embeddings import get_timestep_embedding
 from course.__main__ import main
 from course.diffusion import alpha_bars, ddim_step, ddpm_step, make_beta_schedule, predict_x0
 from course.models import checkpoint_info, load_unet, save_unet
-from course.nets import TinyUNet, UNetConfig, timestep_embedding
+from course.nets import TinyUNet, TinyUNetConfig, timestep_embedding
 from course.sampling import ddim_sample, ddpm_sample, module_schedulers, respace, scheduler_sample
 from course.training.ddpm import DDPMRecipe, ddpm_loss, train_ddpm
 
-SMALL = UNetConfig(channels=(8, 16), attention=(False, True), time_dim=32, groups=4, heads=2)
+SMALL = TinyUNetConfig(channels=(8, 16), attention=(False, True), time_dim=32, groups=4, heads=2)
 
 
 def test_timestep_embedding_matches_diffusers():
@@ -30,7 +30,7 @@ def test_timestep_embedding_matches_diffusers():
 
 
 def test_unet_maps_images_to_noise_shaped_outputs():
-    unet = TinyUNet(UNetConfig())
+    unet = TinyUNet(TinyUNetConfig())
     x = torch.randn(3, 3, 32, 32)
     out = unet(x, torch.tensor([0, 500, 999]))
     assert out.shape == x.shape

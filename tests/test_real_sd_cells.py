@@ -10,7 +10,7 @@ variable the same cell must skip, naming what is missing.
 import pytest
 
 from course.dev.notebooks import execute_notebook
-from course.tinysd.registry import STANDIN_ENV, real_pipeline
+from course.models.pipelines import STANDIN_ENV, real_pipeline
 from course.tinysd.standin import build_standin, save_standin
 from tests.helpers import SOLUTIONS, error_outputs
 

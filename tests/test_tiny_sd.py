@@ -1,6 +1,7 @@
 """Tiny Stable Diffusion: tokenizer, pipeline assembly, training stages, saving and loading."""
 
 import json
+import os
 from collections import Counter
 from dataclasses import replace
 
@@ -10,13 +11,13 @@ from safetensors import safe_open
 
 from course.__main__ import main
 from course.data import HELDOUT, all_combinations, caption, parse_caption
-from course.tinysd import bundle, registry
+from course.models import pipelines, registry
 from course.tinysd.evaluate import evaluate_adherence, evaluation_prompts, format_table
 from course.tinysd.model import (
     SCHEDULE,
+    ConditionalUNetConfig,
     TextConfig,
     TinySDConfig,
-    UNetConfig,
     VAEConfig,
     make_scheduler,
     random_pipeline,
@@ -35,10 +36,29 @@ from course.training.tiny_sd import LearningRate, TinySDRecipe, train_tiny_sd
 SMALL = TinySDConfig(
     vae=VAEConfig(channels=(8, 16), groups=4),
     text=TextConfig(width=32, layers=1, heads=2, mlp=64),
-    unet=UNetConfig(channels=(16, 32), attention=(False, True), heads=2, groups=4),
+    unet=ConditionalUNetConfig(channels=(16, 32), attention=(False, True), heads=2, groups=4),
 )
 SMALL_RECIPE = TinySDRecipe(model=SMALL, dataset_size=64, vae_steps=3, vae_batch_size=8,
                             steps=3, batch_size=8, warmup_steps=2, ema_decay=0.9)
+
+
+def one_image(pipe, seed: int = 0) -> torch.Tensor:
+    """[1, 3, 32, 32] in [0, 1]: two DDIM steps at guidance 3 from a seeded generator."""
+    return pipe(["a red circle on the left"], num_inference_steps=2, guidance_scale=3.0,
+                output_type="pt", generator=torch.Generator().manual_seed(seed)).images
+
+
+def assert_diffusers_alone_loads(folder, expected: torch.Tensor) -> None:
+    """``StableDiffusionPipeline.from_pretrained(folder)``, no keyword, computes in float32 and
+    draws ``expected`` (what the course's loader draws from the same seed)."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(folder))
+    pipe.set_progress_bar_config(disable=True)
+    assert {pipe.vae.dtype, pipe.text_encoder.dtype, pipe.unet.dtype} == {torch.float32}
+    images = one_image(pipe)
+    assert images.shape == (1, 3, 32, 32) and torch.isfinite(images).all()
+    torch.testing.assert_close(images, expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +192,7 @@ def test_training_save_and_load_round_trip(tmp_path):
     assert not record["stopped_by_time_limit"]
     assert record["denoiser"]["final_loss"] > 0 and record["vae"]["final_mse"] > 0
 
-    folder = bundle.save_tiny_pipeline(result.pipe, tmp_path / "tiny", record)
+    folder = pipelines.save_tiny_pipeline(result.pipe, tmp_path / "tiny", record)
     files = [p for p in folder.rglob("*") if p.is_file()]
     assert not [p for p in files if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt")]
     weights = [p for p in files if p.suffix == ".safetensors"]
@@ -180,9 +200,17 @@ def test_training_save_and_load_round_trip(tmp_path):
     for path in weights:
         with safe_open(str(path), framework="pt") as handle:
             assert {handle.get_tensor(k).dtype for k in handle.keys()} == {torch.float16}
-    assert bundle.training_info(folder) == json.loads(json.dumps(record))
+    assert pipelines.training_info(folder) == json.loads(json.dumps(record))
+    # float16 weights, float32 config: transformers then loads the text encoder in float32
+    text_config = json.loads((folder / "text_encoder" / "config.json").read_text())
+    assert text_config["dtype"] == "float32"
+    # the tokenizer is the course's one vocabulary, in files every transformers version reads
+    assert sorted(p.name for p in (folder / "tokenizer").iterdir()) == [
+        "merges.txt", "tokenizer_config.json", "vocab.json"]
+    for name in ("vocab.json", "merges.txt"):
+        assert (folder / "tokenizer" / name).read_bytes() == (VOCAB_DIR / name).read_bytes()
 
-    loaded = bundle.load_tiny_pipeline(folder, device="cpu")
+    loaded = pipelines.load_tiny_pipeline(folder, device="cpu")
     assert loaded.unet.dtype == torch.float32
     assert loaded.vae.config.scaling_factor == pytest.approx(
         result.pipe.vae.config.scaling_factor)
@@ -192,10 +220,10 @@ def test_training_save_and_load_round_trip(tmp_path):
     got = loaded(prompt, generator=torch.Generator().manual_seed(1), **kwargs).images
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
-    assert type(registry.load_pipeline(str(folder), device="cpu")) is type(loaded)
+    assert type(pipelines.load_pipeline(str(folder), device="cpu")) is type(loaded)
 
-    sha, size = registry.folder_digest(folder)
-    entry = registry.PipelineEntry("t", str(folder), sha256=sha, size=size)
+    sha, size = registry.digest(folder)
+    entry = registry.Entry("t", "pipeline", str(folder), sha256=sha, size=size)
     assert registry.verify(entry) == folder
     with pytest.raises(ValueError, match="do not match"):
         registry.verify(replace(entry, sha256="0" * 64))
@@ -203,7 +231,7 @@ def test_training_save_and_load_round_trip(tmp_path):
 
 def test_an_early_checkpoint_on_a_reused_autoencoder(tmp_path):
     first = train_tiny_sd(SMALL_RECIPE, device="cpu", progress=False)
-    folder = bundle.save_tiny_pipeline(first.pipe, tmp_path / "first", first.record)
+    folder = pipelines.save_tiny_pipeline(first.pipe, tmp_path / "first", first.record)
     recipe = replace(SMALL_RECIPE, steps=10, stop_after=4, vae_from=str(folder), ema_decay=0.0)
     result = train_tiny_sd(recipe, device="cpu", progress=False)
     record = result.record
@@ -211,12 +239,12 @@ def test_an_early_checkpoint_on_a_reused_autoencoder(tmp_path):
     assert record["denoiser"]["steps"] == 4 and record["denoiser"]["lr_horizon"] == 10
     assert record["recipe"]["steps"] == 10 and record["recipe"]["stop_after"] == 4
     assert not record["stopped_by_time_limit"]
-    saved = bundle.load_tiny_pipeline(folder, device="cpu").vae.state_dict()
+    saved = pipelines.load_tiny_pipeline(folder, device="cpu").vae.state_dict()
     for name, value in result.pipe.vae.state_dict().items():
         assert torch.equal(value, saved[name]), name
     rate = LearningRate(recipe)
     assert rate(4) > rate(10) == 0.0  # stopped while the rate was still high
-    again = bundle.save_tiny_pipeline(result.pipe, tmp_path / "again", record)
+    again = pipelines.save_tiny_pipeline(result.pipe, tmp_path / "again", record)
     assert str(tmp_path) not in (again / "vae" / "config.json").read_text()  # no local paths
 
 
@@ -252,19 +280,34 @@ def test_command_line_writes_weights_and_record(tmp_path):
     record = json.loads((out / "training.json").read_text())
     assert record["recipe"]["steps"] == 2 and record["recipe"]["batch_size"] == 4
     assert record["device"].startswith("cpu")
+    ours = pipelines.load_pipeline(str(out), device="cpu", dtype=torch.float32)
+    assert_diffusers_alone_loads(out, one_image(ours))
+
+
+def test_every_model_is_written_under_course_home(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("from course.models import USER_DIR; from course.models.pipelines import "
+            "DEFAULT_OUTPUT; from course.training.lora import DEFAULT_HOME; "
+            "print(USER_DIR, DEFAULT_OUTPUT.parent, DEFAULT_HOME)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "COURSE_HOME": str(tmp_path)}, check=True)
+    assert run.stdout.split() == [str(tmp_path)] * 3
 
 
 def test_missing_pipeline_names_the_training_command(tmp_path, monkeypatch):
-    monkeypatch.setattr(bundle, "BUNDLED_DIR", tmp_path / "none")
-    monkeypatch.setattr(bundle, "DEFAULT_OUTPUT", tmp_path / "none-either")
+    monkeypatch.setattr(pipelines, "DEFAULT_OUTPUT", tmp_path / "none-either")
     monkeypatch.setattr(registry, "ASSETS", tmp_path / "no-assets")
-    with pytest.raises(FileNotFoundError, match="python -m course.tinysd.train"):
-        bundle.load_tiny_pipeline()
-    with pytest.raises(FileNotFoundError, match="python -m course.tinysd.train"):
-        registry.load_pipeline("tiny-shapes")
+    with pytest.raises(FileNotFoundError, match="python -m course train tiny-sd"):
+        pipelines.load_tiny_pipeline()
+    with pytest.raises(FileNotFoundError, match="python -m course train tiny-sd"):
+        pipelines.load_pipeline("tiny-shapes")
+    with pytest.raises(ValueError, match="'ddpm-shapes' is a registered unet, not a pipeline"):
+        pipelines.load_pipeline("ddpm-shapes")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConnectionError, match="tiny-shapes"):
-        registry.load_pipeline("someone/some-model")
+        pipelines.load_pipeline("someone/some-model")
 
 
 def test_evaluation_prompts_cover_their_split():
@@ -289,20 +332,39 @@ def test_evaluate_adherence_reports_every_scale_and_the_empty_prompt(small_pipe)
     assert type(small_pipe.scheduler).__name__ == "DDIMScheduler"  # restored
 
 
-@pytest.mark.parametrize("name", [n for n, e in registry.ENTRIES.items()
-                                  if e.source.startswith("package:")])
+BUNDLED = [n for n, e in registry.ENTRIES.items()
+           if e.kind == "pipeline" and e.source.startswith("package:")]
+
+
+@pytest.mark.parametrize("name", BUNDLED)
 def test_every_packaged_pipeline_matches_its_registry_entry(name):
     entry = registry.ENTRIES[name]
     folder = registry.verify(entry)  # the digest
-    assert registry.folder_digest(folder)[1] == entry.size
+    assert registry.digest(folder)[1] == entry.size
     assert not [p for p in folder.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
     assert "/work/" not in "".join(p.read_text() for p in folder.rglob("*.json"))
 
 
+@pytest.mark.parametrize("name", BUNDLED)
+def test_every_packaged_pipeline_loads_with_diffusers_alone(name):
+    ours = pipelines.load_pipeline(name, device="cpu", dtype=torch.float32)
+    assert_diffusers_alone_loads(registry.ENTRIES[name].local_path(), one_image(ours))
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_packaged_pipelines_hold_no_copy_of_the_vocabulary(name):
+    tokenizer_dir = registry.ENTRIES[name].local_path() / "tokenizer"
+    assert sorted(p.name for p in tokenizer_dir.iterdir()) == [
+        "merges.txt", "tokenizer_config.json", "vocab.json"]
+    for file in ("vocab.json", "merges.txt"):  # links to the one shipped vocabulary
+        path = tokenizer_dir / file
+        assert path.is_symlink() and path.resolve() == (VOCAB_DIR / file).resolve()
+
+
 def test_the_weaker_checkpoints_are_what_their_entries_say():
-    early = bundle.training_info(registry.verify(registry.ENTRIES["tiny-shapes-early"]))
-    loose = bundle.training_info(registry.verify(registry.ENTRIES["tiny-shapes-loose"]))
-    full = bundle.training_info(registry.verify(registry.ENTRIES["tiny-shapes"]))
+    early = pipelines.training_info(registry.verify(registry.ENTRIES["tiny-shapes-early"]))
+    loose = pipelines.training_info(registry.verify(registry.ENTRIES["tiny-shapes-loose"]))
+    full = pipelines.training_info(registry.verify(registry.ENTRIES["tiny-shapes"]))
     assert early["recipe"]["stop_after"] == early["denoiser"]["steps"] == 250
     assert early["recipe"]["steps"] == early["denoiser"]["lr_horizon"] == 1000
     assert loose["recipe"]["caption_noise"] == 0.35 and loose["denoiser"]["steps"] == 1000

@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from course.__main__ import main
-from course.nets import UNetConfig
+from course.nets import TinyUNetConfig
 from course.training import RECIPES
 from course.training.ddpm import DDPMRecipe, train_ddpm
 from course.training.lora import TOP_LEVEL_CONVS, LoRARecipe
 from course.training.seeding import seeded
 from course.training.tiny_sd import TinySDRecipe
 
-SMALL = UNetConfig(channels=(8, 16), attention=(False, True), time_dim=32, groups=4, heads=2)
+SMALL = TinyUNetConfig(channels=(8, 16), attention=(False, True), time_dim=32, groups=4, heads=2)
 
 
 @pytest.mark.parametrize("recipe", [

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from course.tinysd.bundle import load_tiny_pipeline
+from course.models import load_tiny_pipeline
 from course.tinysd.standin import save_standin
 
 

@@ -13,10 +13,11 @@
 #   tiny_shapes/      the pipeline folder (save_pretrained, float16 safetensors, training.json)
 #   env.txt           versions and GPU
 #   train.log         training output and its JSON summary
-#   digest.txt        sha256 and size of tiny_shapes/, for course/tinysd/registry.py
+#   digest.txt        sha256 and size of tiny_shapes/, for course/models/registry.py
 #   eval.txt, .json   adherence per guidance scale in float32, samplers compared
 #   eval_fp16.*       the same pipeline loaded in float16 (what a GPU learner gets)
-# Then copy $OUT/tiny_shapes to course/assets/tiny_shapes.
+# Then copy $OUT/tiny_shapes to course/assets/tiny_shapes, and make its tokenizer/vocab.json and
+# merges.txt links to ../../tiny_clip_vocab/ (the one vocabulary; tests/test_tiny_sd.py checks).
 #
 # Knobs (environment): PYTHON, EVAL_DEVICE (cuda), N_PROMPTS (96), DATASET_SIZE (32768),
 # BATCH_SIZE (512).
@@ -49,7 +50,7 @@ if [ ! -f "$DEST/model_index.json" ]; then
     echo "training wrote no pipeline; see $OUT/train.log" >&2
     exit 1
 fi
-"$PYTHON" -m course.tinysd.registry "$DEST" | tee "$OUT/digest.txt"
+"$PYTHON" -m course.models "$DEST" | tee "$OUT/digest.txt"
 du -sh "$DEST"
 
 # Evaluation: never fatal, the weights are already saved.

@@ -27,7 +27,7 @@ from .embedding import timestep_embedding
 
 
 @dataclass(frozen=True)
-class UNetConfig:
+class TinyUNetConfig:
     """Everything that decides the network's shape; stored with every checkpoint."""
 
     in_channels: int = 3
@@ -75,7 +75,7 @@ class UNetConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> UNetConfig:
+    def from_dict(cls, data: dict) -> TinyUNetConfig:
         return cls(**data)
 
 
@@ -227,7 +227,7 @@ class TinyUNet(nn.Module):
     H and W must be divisible by 2 ** (len(channels) - 1).
     """
 
-    def __init__(self, config: UNetConfig = UNetConfig()):
+    def __init__(self, config: TinyUNetConfig = TinyUNetConfig()):
         super().__init__()
         self.config = config
         ch, tdim, n = config.channels, config.time_dim, config.layers_per_level

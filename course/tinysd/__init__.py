@@ -5,7 +5,7 @@ train on a laptop CPU.
 - ``vocab``: the CLIP tokenizer's vocabulary, built from the world's caption words;
 - ``model``: the parts, their sizes and the noise schedule;
 - ``evaluate``: prompt adherence per guidance scale (``python -m course.tinysd.evaluate``);
-- ``bundle`` / ``registry``: saving, loading and naming pipelines.
+- saving, loading and naming pipelines is ``course.models``' job.
 
 Training it is a recipe of ``course.training`` (``python -m course train tiny-sd``); its caption
 dropout, which lesson 05 shows, is also reachable here as ``drop_captions``.
@@ -19,9 +19,6 @@ from __future__ import annotations
 from importlib import import_module
 
 _HOME = {
-    "load_tiny_pipeline": ".bundle",
-    "save_tiny_pipeline": ".bundle",
-    "training_info": ".bundle",
     "evaluate_adherence": ".evaluate",
     "format_table": ".evaluate",
     "vae_ceiling": ".evaluate",
@@ -30,7 +27,6 @@ _HOME = {
     "count_parameters": ".model",
     "make_scheduler": ".model",
     "random_pipeline": ".model",
-    "load_pipeline": ".registry",
     "drop_captions": "..training.captions",
     "load_tokenizer": ".vocab",
 }

@@ -153,7 +153,7 @@ def format_table(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from .bundle import load_tiny_pipeline
+    from ..models.pipelines import load_tiny_pipeline
 
     parser = argparse.ArgumentParser(prog="python -m course.tinysd.evaluate",
                                      description=__doc__.split("\n\n")[0])

@@ -35,16 +35,17 @@ from pathlib import Path
 
 import torch
 
+from ..models.registry import ASSETS
 from ..training.adapters import adapter_dataset, save_adapter
 from ..training.lora import TARGET_SETS, LoRARecipe, train_adapter
 from .lora_eval import base_prompts, memorisation, purple_prompts
 
-OUTPUT = Path(__file__).resolve().parent.parent / "assets" / "lora_study.json"
+OUTPUT = ASSETS / "lora_study.json"
 RANKS = (1, 2, 4, 8, 16)
 
 
 def _fresh_pipe():
-    from .registry import load_pipeline
+    from ..models import load_pipeline
 
     pipe = load_pipeline("tiny-shapes", device="cpu", dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
@@ -122,7 +123,7 @@ def _header() -> dict:
 def measure_goals(seeds: int = 8, base_seeds: int = 4) -> dict:
     """The lesson's goals for the two bundled adapters (``lora_eval``), with file sizes and the
     trainable share of the U-Net."""
-    from ..lora import ADAPTERS, adapter_file, load_adapter
+    from ..lora import adapter_file, load_adapter
     from .lora_eval import MIXES, measure_adapter, measure_both
 
     pipe = _fresh_pipe()
@@ -139,7 +140,7 @@ def measure_goals(seeds: int = 8, base_seeds: int = 4) -> dict:
                       for a, b in MIXES}
     goals["unet_shares"] = shares
     goals["unet_share"] = max(shares.values())  # the larger of the two
-    goals["file_kb"] = {name: round(adapter_file(ADAPTERS / name).stat().st_size / 1024, 1)
+    goals["file_kb"] = {name: round(adapter_file(name).stat().st_size / 1024, 1)
                         for name in ("purple", "outline")}
     goals["seeds"], goals["base_seeds"] = seeds, base_seeds
     print(json.dumps({k: v for k, v in goals.items()}), flush=True)

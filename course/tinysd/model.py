@@ -77,7 +77,7 @@ class TextConfig:
 
 
 @dataclass
-class UNetConfig:
+class ConditionalUNetConfig:
     """A ``UNet2DConditionModel``; ``attention[i]`` puts cross-attention (and self-attention)
     in level i. ``heads`` is diffusers' ``attention_head_dim``, which counts heads here."""
 
@@ -95,7 +95,7 @@ class TinySDConfig:
     image_size: int = 32
     vae: VAEConfig = field(default_factory=VAEConfig)
     text: TextConfig = field(default_factory=TextConfig)
-    unet: UNetConfig = field(default_factory=UNetConfig)
+    unet: ConditionalUNetConfig = field(default_factory=ConditionalUNetConfig)
 
     @property
     def latent_size(self) -> int:
@@ -111,7 +111,7 @@ class TinySDConfig:
 
         return cls(image_size=data["image_size"], vae=VAEConfig(**tuples(data["vae"])),
                    text=TextConfig(**tuples(data["text"])),
-                   unet=UNetConfig(**tuples(data["unet"])))
+                   unet=ConditionalUNetConfig(**tuples(data["unet"])))
 
 
 def make_vae(config: TinySDConfig):

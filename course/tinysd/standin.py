@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .registry import ASSETS
+from ..models.registry import ASSETS
 
 #: widths (U-Net blocks, cross-attention = text width, text MLP, text layers and heads, VAE
 #: blocks) and the latent size: SD 1.5's, and a CPU-sized copy with the same structure

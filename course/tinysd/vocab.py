@@ -14,19 +14,25 @@ enough, by running BPE's own training on the words of the world's captions, that
 words becomes a single token. Any other text still tokenizes (into pieces, down to single bytes),
 so nothing is ever unknown; only the world's words carry meaning for the trained model.
 
-``write_vocabulary(folder)`` writes ``vocab.json`` and ``merges.txt``; the package ships the result
-in ``course/assets/tiny_clip_vocab`` and ``load_tokenizer()`` reads it with ``CLIPTokenizer``.
+``write_vocabulary(folder)`` writes ``vocab.json`` and ``merges.txt``; the package ships the
+result once, in ``course/assets/tiny_clip_vocab``, and ``load_tokenizer()`` reads it with
+``CLIPTokenizer``. A pipeline folder's ``tokenizer/`` is that vocabulary plus its settings
+(``write_tokenizer``); in the bundled folders its two files are links to the shipped copy, so
+there is only one.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
 from ..data.shapes import COLORS, SHAPES, WHERE
+from ..models.registry import ASSETS
 
-VOCAB_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny_clip_vocab"
+VOCAB_DIR = ASSETS / "tiny_clip_vocab"
+VOCAB_FILES = ("vocab.json", "merges.txt")
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 END_OF_WORD = "</w>"
 #: tokens per prompt, padding included (CLIP's is 77). The longest caption, "a yellow triangle at
@@ -119,6 +125,19 @@ def write_vocabulary(folder=VOCAB_DIR) -> Path:
                                        encoding="utf-8")
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n",
                                        encoding="utf-8")
+    return folder
+
+
+def write_tokenizer(folder, max_length: int = MAX_LENGTH) -> Path:
+    """A ``CLIPTokenizer`` folder as ``from_pretrained`` reads it: the shipped vocabulary and a
+    ``tokenizer_config.json`` padding prompts to ``max_length`` with <|endoftext|>."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in VOCAB_FILES:
+        shutil.copyfile(VOCAB_DIR / name, folder / name)
+    config = {"bos_token": BOS, "eos_token": EOS, "model_max_length": max_length,
+              "pad_token": EOS, "tokenizer_class": "CLIPTokenizer", "unk_token": EOS}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
     return folder
 
 

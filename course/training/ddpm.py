@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from ..diffusion import forward_diffusion, make_beta_schedule
-from ..nets import TinyUNet, UNetConfig
+from ..nets import TinyUNet, TinyUNetConfig
 from .clock import Clock, batches
 from .ema import ema_update
 from .recipe import JSONRecipe, with_overrides
@@ -39,7 +39,7 @@ class DDPMRecipe(JSONRecipe):
     schedule: str = "linear"
     T: int = 1000
     seed: int = 0
-    unet: UNetConfig = field(default_factory=UNetConfig)
+    unet: TinyUNetConfig = field(default_factory=TinyUNetConfig)
 
 
 def ddpm_loss(model: torch.nn.Module, x0: torch.Tensor, betas: torch.Tensor,

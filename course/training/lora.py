@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from ..lora import ATTENTION_TARGETS
+from ..models.registry import USER_DIR as DEFAULT_HOME
 from .adapters import adapter_dataset, loss_figure, prior_dataset, save_adapter, trainable_count
 from .captions import PromptCache, drop_captions
 from .recipe import JSONRecipe, with_overrides
@@ -62,7 +63,6 @@ TARGET_SETS = {
     "top convs": TOP_LEVEL_CONVS,
     "cross-attention + top convs": CROSS_ATTENTION + TOP_LEVEL_CONVS,
 }
-DEFAULT_HOME = Path(os.environ.get("COURSE_HOME", "~/.cache/diffusion-course")).expanduser()
 
 
 @dataclass
@@ -220,7 +220,7 @@ def train_adapter(recipe: LoRARecipe, pipe=None, progress: bool = True, on_step=
     """
     from accelerate import Accelerator
 
-    from ..tinysd.registry import load_pipeline
+    from ..models import load_pipeline
 
     if recipe.method not in ("lora", "full"):
         raise ValueError(f'method must be "lora" or "full", got {recipe.method!r}')
@@ -388,7 +388,7 @@ def run(args) -> int:
         path = save_adapter(result.pipe, output, result.record)
         print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
     else:
-        from ..tinysd.bundle import save_tiny_pipeline
+        from ..models.pipelines import save_tiny_pipeline
 
         save_tiny_pipeline(result.pipe, output, result.record)
         print(f"wrote the fine-tuned pipeline to {output}")

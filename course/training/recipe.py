@@ -1,7 +1,7 @@
 """Recipes as data: a dataclass of everything that decides what a training run produces, stored
 as JSON next to the weights and read back into the same dataclass.
 
-A field holding a config with ``to_dict`` / ``from_dict`` (``UNetConfig``, ``TinySDConfig``) is
+A field holding a config with ``to_dict`` / ``from_dict`` (``TinyUNetConfig``, ``TinySDConfig``) is
 stored through them; a tuple becomes a JSON list and comes back a tuple.
 """
 

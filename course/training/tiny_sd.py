@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from ..tinysd.bundle import DEFAULT_OUTPUT, save_tiny_pipeline
+from ..models.pipelines import DEFAULT_OUTPUT, save_tiny_pipeline
 from ..tinysd.model import (
     TinySDConfig,
     build_pipeline,
@@ -390,7 +390,7 @@ def reused_vae(source: str) -> dict:
     float32, frozen, in the form ``train_vae`` returns."""
     from diffusers import AutoencoderKL
 
-    from ..tinysd.registry import load_pipeline
+    from ..models import load_pipeline
 
     loaded = load_pipeline(source, device="cpu").vae
     # a fresh module from the config, so that the folder it came from is not saved with it; its
