@@ -61,10 +61,10 @@ def test_extras_hold_the_lab_the_grader_and_the_test_tools():
 
 
 @pytest.mark.parametrize("name, admitted, refused", [
-    ("torch", ["2.4.0", "2.13.0", "2.13.0+cu126", "2.15.0", "2.15.1"], ["2.3.1", "2.16.0", "3.0"]),
-    ("diffusers", ["0.30.0", "0.42.1"], ["0.29.2", "0.43.0"]),  # the checks' oracle: as tested
-    ("transformers", ["4.44.0", "5.24.0"], ["6.0.0"]),
-    ("peft", ["0.12.0", "0.21.2"], ["0.11.1"]),
+    ("torch", ["2.4.1", "2.13.0", "2.13.0+cu126", "2.15.0", "2.15.1"], ["2.4.0", "2.16.0", "3.0"]),
+    ("diffusers", ["0.36.0", "0.42.1"], ["0.35.2", "0.43.0"]),  # the checks' oracle: as tested
+    ("transformers", ["5.10.1", "5.25.0"], ["5.10.0", "4.57.0", "6.0.0"]),
+    ("peft", ["0.19.0", "0.21.2"], ["0.18.1"]),
     ("ipywidgets", ["7.7.1", "8.1.9"], ["9.0.0"]),  # 7.7.1 is Colab's
 ])
 def test_version_ranges(name, admitted, refused):

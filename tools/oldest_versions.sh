@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The unit tests at the oldest versions pyproject.toml admits: every runtime floor pinned with ==,
+# in a virtual environment of its own. On Linux, PyPI's torch 2.4.1 is a CUDA build (about 3 GB
+# with its libraries); it runs on the CPU all the same.
+#
+#     tools/oldest_versions.sh [VENV]        (default: /tmp/course-oldest)
+#
+# Notebooks and browser tests are left out: they need the `lab` and `dev` extras at their own
+# versions, which is the newest-versions run's job (make test).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${1:-/tmp/course-oldest}
+PYTHON=${PYTHON:-python3}
+
+floors=$("$PYTHON" - <<'PY'
+import re
+try:
+    import tomllib
+except ImportError:
+    import tomli as tomllib
+with open("pyproject.toml", "rb") as f:
+    for requirement in tomllib.load(f)["project"]["dependencies"]:
+        name, floor = re.match(r"([A-Za-z0-9_.\-]+)\s*>=\s*([0-9][^,;\s]*)", requirement).groups()
+        print(f"{name}=={floor}")
+PY
+)
+echo "oldest admitted: $(echo $floors)"
+"$PYTHON" -m venv "$VENV"
+# torch first, alone: another package's looser requirement must not pull a newer build
+"$VENV/bin/pip" install -q $(echo "$floors" | grep '^torch==')
+"$VENV/bin/pip" install -q $floors pytest pytest-xdist nbformat psutil jupyter_client pyzmq \
+    ipykernel "numpy<2" packaging
+"$VENV/bin/pip" install -q --no-deps -e .
+"$VENV/bin/pip" list 2>/dev/null | grep -iE "^(torch|diffusers|transformers|peft|accelerate|safetensors|numpy|matplotlib|pillow|tqdm|ipywidgets|huggingface.hub) "
+PYTHONPATH=$PWD "$VENV/bin/python" -m pytest -q -rf -p no:cacheprovider -W ignore \
+    -m "not notebook and not browser" \
+    --ignore=tests/test_notebooks.py --ignore=tests/test_browser.py --ignore=tests/test_bench.py \
+    --ignore=tests/test_install.py --ignore=tests/test_authoring.py tests
