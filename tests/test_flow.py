@@ -12,7 +12,10 @@ import math
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
-from diffusers.training_utils import compute_density_for_timestep_sampling
+from diffusers.training_utils import (
+    compute_density_for_timestep_sampling,
+    compute_loss_weighting_for_sd3,
+)
 
 from course.diffusion import (
     eps_from_velocity,
@@ -186,3 +189,11 @@ def test_diffusers_scripts_index_descending_timesteps_so_their_logit_mean_is_mir
     assert script_sigmas.median().item() == pytest.approx(1 - math.e / (1 + math.e), abs=0.01)
     ours = logit_normal_sigmas(50_000, mean=1.0, generator=torch.Generator().manual_seed(0))
     assert ours.median().item() == pytest.approx(math.e / (1 + math.e), abs=0.01)
+
+
+def test_the_logit_normal_scheme_weights_every_draw_the_same():
+    """SD3's logit-normal is a sampling density, not a loss weight (the claim of the docstring of
+    ``logit_normal_sigmas``); only "sigma_sqrt" and "cosmap" weight the loss."""
+    sigmas = logit_normal_sigmas(16, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(compute_loss_weighting_for_sd3("logit_normal", sigmas), torch.ones(16))
+    torch.testing.assert_close(compute_loss_weighting_for_sd3("sigma_sqrt", sigmas), sigmas**-2)

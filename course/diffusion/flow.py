@@ -120,7 +120,9 @@ def logit_normal_sigmas(n: int, mean: float = 0.0, std: float = 1.0,
     velocity is hardest, and few at the ends, where it is nearly trivial. diffusers' scripts draw
     the same u with ``compute_density_for_timestep_sampling(weighting_scheme="logit_normal")``
     but then index the descending ``scheduler.timesteps`` with it, so their sigma is about
-    1 - sigmoid(u) (shifted): the same density when mean = 0, the mirror image otherwise.
+    1 - sigmoid(u) (shifted): the same density when mean = 0, the mirror image otherwise. The
+    density is the whole weighting: ``compute_loss_weighting_for_sd3("logit_normal", sigmas)``
+    returns ones, every draw counts the same in the loss.
     """
     u = torch.randn(n, generator=generator) * std + mean
     # sigma = sigmoid(u), u ~ N(mean, std^2)
