@@ -64,7 +64,7 @@ def ode_trajectory(velocity: Velocity, x1: torch.Tensor, steps: int = 200) -> to
     """Classical Runge-Kutta 4 on dx/dsigma = v from sigma = 1 to 0: [steps + 1, N, 2].
 
     Its error falls as h^4 against Euler's h, so 200 steps stand for the exact solution of the
-    ODE (on the eight-Gaussian field, 200 and 400 steps end within 1e-6 of each other).
+    ODE (on the eight-Gaussian field, 200 and 400 steps end within 1e-4 of each other).
     """
     sigmas = uniform_sigmas(steps).tolist()
     states = [x1]
