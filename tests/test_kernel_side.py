@@ -30,7 +30,7 @@ def _ask(tmp_path, monkeypatch, namespace, case_index=0, replace=None):
     """Write case ``case_index``'s tensors as the grader does (``replace`` swapped in), call
     answer_case, and return (inputs as written, the published answer as an Answer)."""
     published = []
-    monkeypatch.setattr(kernel_side, "publish_display_data", published.append)
+    monkeypatch.setattr("IPython.display.publish_display_data", published.append)
     inputs = EXERCISE.cases[case_index].make_inputs()
     inputs.update(replace or {})
     stem = tmp_path / f"forward_diffusion-{case_index}"
