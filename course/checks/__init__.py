@@ -10,9 +10,9 @@ The grader runs the same exercises with their hidden cases (see ``course.grading
 
 One module per concern: ``cases`` (cases, known mistakes, answers), ``judging`` (comparing
 answers), ``limits`` (time limit, random state), ``reports`` (verdicts and how they show),
-``hints`` (tiers on request), ``exercise`` (running and judging), ``status`` (the statuses
-the checks and the grader share), ``catalog`` (the lessons' exercises, found from each
-``lessonNN`` module's ``EXERCISES``).
+``hints`` (tiers on request), ``exercise`` (running and judging), ``oracles`` (what the
+lessons' oracles share), ``status`` (the statuses the checks and the grader share),
+``catalog`` (the lessons' exercises, found from each ``lessonNN`` module's ``EXERCISES``).
 """
 
 from __future__ import annotations

@@ -54,8 +54,10 @@ class Answer:
     """What the learner's function did on one case, before any verdict.
 
     ``status``: one of :data:`~course.checks.status.ANSWER_STATUSES` (``value`` holds the result
-    when it is ``returned``; ``raised`` is the exception the case expects); ``message`` says
-    what happened; ``changed`` names the tensor inputs the function modified in place.
+    when it is ``returned``; ``raised`` is the exception the case expects; the grader passes on
+    whatever text the kernel sent, and anything else is judged an unreadable answer);
+    ``message`` says what happened; ``changed`` names the tensor inputs the function modified
+    in place.
     """
 
     status: Status
