@@ -1,5 +1,6 @@
 """The check machinery: right answers pass, every kind of wrong answer fails with a reason."""
 
+import json
 import math
 import random
 import signal
@@ -8,20 +9,27 @@ import numpy as np
 import pytest
 import torch
 
-from course.checks import LESSONS, MIME, ExerciseReport, exercises_for, lesson01
-from course.checks.core import (
-    EXERCISES,
+from course.checks import (
+    MIME,
+    Answer,
     Case,
     Exercise,
     Mistake,
+    Status,
     compare_tensor,
+    exercises_for,
+    find_exercise,
     hint,
+    lesson01,
+    lessons,
     next_hint,
-    preserved_rng,
     reset_hints,
-    same_answer,
     time_limit,
 )
+from course.checks.catalog import CATALOG
+from course.checks.judging import same_answer
+from course.checks.limits import preserved_rng
+from course.checks.oracles import bundled_tiny_pipeline
 from tests.helpers import as_learner
 from tests.helpers import sample_with_scheduler as right_sample_with_scheduler
 
@@ -46,7 +54,7 @@ def cosine_beta_schedule(T, s=0.008, max_beta=0.999):
 
 
 def test_every_lesson_module_loads():
-    for lesson in LESSONS:
+    for lesson in lessons():
         assert isinstance(exercises_for(lesson), list)
     with pytest.raises(KeyError, match="no checks"):
         exercises_for("99")
@@ -196,14 +204,17 @@ def test_changing_an_input_in_place_fails():
     assert first.status == "fail" and "changed its input x0 in place" in first.message
 
 
-def test_report_round_trips_and_renders():
+def test_report_renders_as_text_html_and_json():
     report = lesson01.cosine_beta_schedule.run(lambda T: torch.zeros(T))
     bundle = report._repr_mimebundle_()
     assert set(bundle) == {"text/plain", "text/html", MIME}
-    again = ExerciseReport.from_json(bundle[MIME])
-    assert again.score == report.score == 0 and str(again) == str(report)
     assert "NOT YET" in bundle["text/plain"] and "<table" in bundle["text/html"]
-    assert bundle[MIME]["passed"] is False
+    # what a notebook stores: plain JSON, statuses as the strings they always were
+    data = json.loads(json.dumps(bundle[MIME]))
+    assert data["passed"] is False and data["score"] == report.score == 0
+    assert {c["status"] for c in data["cases"]} == {"fail"}
+    assert set(data["cases"][0]) == {"name", "hidden", "status", "message", "seconds",
+                                     "mistake", "mistake_explanation"}
 
 
 def test_html_escapes_learner_text():
@@ -405,13 +416,7 @@ def test_same_answer_compares_tensors_tuples_and_numbers():
 def test_the_solution_is_not_in_the_default_report():
     exercise = _norm_exercise()
     bundle = exercise.run(lambda x: x.sum(-1))._repr_mimebundle_()
-    # Older checks keep their per-case hints, which were solution lines: not shown either.
-    old_style = Exercise("toy_old_norm", "old_norm", [
-        Case(case.name, case.make_inputs, case.verify, hint="return x.pow(2).sum(-1).sqrt()")
-        for case in exercise.cases])
-    report = old_style.run(lambda x: x.sum(-1))
-    assert "sqrt()" not in str(report) and "sqrt()" not in report._repr_html_()
-    assert 'check.hint("toy_old_norm")' in str(report)
+    assert 'check.hint("toy_norm")' in bundle["text/plain"]
     for rendered in (bundle["text/plain"], bundle["text/html"], str(bundle[MIME])):
         assert exercise.hints[-1] not in rendered and exercise.hints[0] not in rendered
 
@@ -419,37 +424,40 @@ def test_the_solution_is_not_in_the_default_report():
 def test_hints_advance_one_tier_per_call_and_end_with_the_solution(capsys):
     exercise = _norm_exercise()
     reset_hints("toy_norm")
-    shown = [next_hint("toy_norm") for _ in range(4)]
+    shown = [next_hint(exercise) for _ in range(4)]
     assert [h.number for h in shown] == [1, 2, 3, 3]  # asking again repeats the solution
     assert [h.text for h in shown[:3]] == exercise.hints
     assert [h.is_solution for h in shown] == [False, False, True, True]
     assert "solution" in str(shown[2]) and "solution" not in str(shown[0])
     assert 'check.hint("toy_norm") again' in str(shown[0])
     reset_hints("toy_norm")
-    hint("toy_norm")  # plain Python: printed
+    hint(exercise)  # plain Python: printed
     exercise.hint()
-    hint(l2_norm)  # the learner's function finds its exercise by name
+    hint(exercise)
     out = capsys.readouterr().out
     assert exercise.hints[0] in out and exercise.hints[1] in out and "the solution" in out
     assert "course-hint" in shown[0]._repr_html_()
+    assert "no hints yet" in str(next_hint(Exercise("toy_bare", "g", [])))
+
+
+def test_a_declared_exercise_is_found_by_its_name_or_its_functions_name(capsys):
+    reset_hints("forward_diffusion")
+    hint("forward_diffusion")
+    hint(forward_diffusion)  # the learner's function finds its exercise by name
+    out = capsys.readouterr().out
+    assert "hint 1 of" in out and "hint 2 of" in out
+    assert lesson01.forward_diffusion.hints[1] in out
+    reset_hints("forward_diffusion")
+    assert find_exercise("forward_diffusion") is lesson01.forward_diffusion
+    assert find_exercise(forward_diffusion) is lesson01.forward_diffusion
+    assert find_exercise("toy_norm") is None  # only what a lesson declares
 
 
 def test_hint_for_an_unknown_name_lists_the_known_ones(capsys):
     hint("no_such_exercise")
     out = capsys.readouterr().out
     assert "no exercise named 'no_such_exercise'" in out
-    assert "forward_diffusion" in out and "Traceback" not in out
-    assert EXERCISES["forward_diffusion"] is lesson01.forward_diffusion
-
-
-def test_older_checks_fall_back_to_their_case_hints():
-    exercise = Exercise("toy_old", "f", [Case("a", dict, hint="first"),
-                                         Case("b", dict, hint="first"),
-                                         Case("c", dict, hint="secret", hidden=True)])
-    reset_hints("toy_old")
-    assert [next_hint(exercise).text for _ in range(3)] == ["first", "first", "first"]
-    assert not next_hint(exercise).is_solution  # only hints written as tiers end in a solution
-    assert "no hints yet" in str(next_hint(Exercise("toy_bare", "g", [])))
+    assert "forward_diffusion" in out and "to_model_range" in out and "Traceback" not in out
 
 
 def test_badly_written_mistakes_and_hints_fail_when_the_lesson_loads():
@@ -459,17 +467,11 @@ def test_badly_written_mistakes_and_hints_fail_when_the_lesson_loads():
         Exercise("toy_bad", "f", [], hints=[""])
 
 
-def test_a_named_mistake_survives_the_json_copy_and_old_json_still_loads():
+def test_a_named_mistake_is_in_the_json_copy():
     report = _norm_exercise().run(lambda x: x.pow(2).sum(-1))
-    data = report._repr_mimebundle_()[MIME]
+    data = json.loads(json.dumps(report._repr_mimebundle_()[MIME]))
     assert data["cases"][0]["mistake"] == "no square root" and data["hint_tiers"] == 3
-    again = ExerciseReport.from_json(data)
-    assert str(again) == str(report) and again.cases[0].mistake == "no square root"
-    old = {"exercise": "e", "function": "f", "points": 1.0, "passed": False, "score": 0.0,
-           "cases": [{"name": "c", "hidden": False, "status": "fail", "message": "m",
-                      "hint": "h", "seconds": 0.1, "added_later": 1}]}
-    loaded = ExerciseReport.from_json(old)
-    assert loaded.cases[0].mistake == "" and "NOT YET" in str(loaded)
+    assert data["cases"][0]["mistake_explanation"].startswith("the sum of squares")
 
 
 # --------------------------------------------------------------------------------------------
@@ -510,11 +512,11 @@ def _answers_for(exercise):
     return answers + ([right[exercise.function]] if exercise.function in right else [])
 
 
-@pytest.mark.parametrize("lesson", sorted(LESSONS))
+@pytest.mark.parametrize("lesson", sorted(lessons()))
 def test_checks_leave_the_learners_random_state_alone(lesson):
     torch.manual_seed(7), random.seed(7), np.random.seed(7)
     queued_for_cuda = len(getattr(torch.cuda, "_queued_calls", []))
-    for exercise in exercises_for(lesson):
+    for exercise in CATALOG.declared(lesson):  # lesson 00's demo too
         for answer in _answers_for(exercise):
             before = _random_states()
             report = exercise.run(answer, include_hidden=True)
@@ -524,14 +526,14 @@ def test_checks_leave_the_learners_random_state_alone(lesson):
     assert len(getattr(torch.cuda, "_queued_calls", [])) == queued_for_cuda
 
 
-@pytest.mark.parametrize("lesson", sorted(LESSONS))
+@pytest.mark.parametrize("lesson", sorted(lessons()))
 def test_cases_build_their_inputs_without_touching_the_global_rng(lesson):
     """Cases draw from generators of their own, never from (or into) the global one.
 
     ``Exercise.run`` would undo it, but a grader or a test that builds a case's inputs directly
     must not find its random state changed either.
     """
-    for exercise in exercises_for(lesson):
+    for exercise in CATALOG.declared(lesson):
         for case in exercise.cases:
             before = _random_states()
             case.make_inputs()
@@ -552,8 +554,6 @@ def test_preserved_rng_restores_after_an_exception():
 
 
 def test_call_reports_what_happened_and_judge_gives_the_verdict():
-    from course.checks.core import Answer
-
     exercise, case = _norm_exercise(), _norm_exercise().cases[0]
     inputs = case.make_inputs()
     answer = exercise.call(lambda x: x.pow(2).sum(-1), case, inputs)
@@ -569,6 +569,9 @@ def test_call_reports_what_happened_and_judge_gives_the_verdict():
     for status in ("error", "timeout", "not implemented", "missing"):
         assert exercise.judge(case, inputs, Answer(status, message="why")).status == status
     assert exercise.call(None, case, inputs).status == "missing"
+    # what the grader reads back from a forged answer: any other status is no answer
+    forged = exercise.judge(case, inputs, Answer("pass", message="trust me"))
+    assert forged.status is Status.ERROR and "unreadable answer" in forged.message
     before = _random_states()
     exercise.judge(case, inputs, exercise.call(_greedy, case, inputs))
     _assert_same_states(before, _random_states(), "call and judge")
@@ -587,28 +590,6 @@ def test_an_expected_exception_is_reported_as_raised_and_judged_a_pass():
     assert exercise.call(lambda: 1 / 0, raising, {}).status == "error"
 
 
-#: Lessons whose slips may raise on some cases (a shape error) rather than return a wrong
-#: answer: a raising case cannot be compared with a mistake, so only failed answers are named.
-MAY_RAISE = {"04", "06"}
-#: Lessons judged on their hidden cases too: in 04, "keys and values from the image" only raises
-#: a shape error on the public cases (text and image widths differ); a hidden case of equal
-#: widths is where it returns a wrong answer to name.
-HIDDEN_TOO = {"04"}
-KNOWN_MISTAKES = [(lesson, exercise, mistake) for lesson in ("03", "04", "05", "06")
-                  for exercise in exercises_for(lesson) for mistake in exercise.mistakes]
-
-
-@pytest.mark.parametrize(("lesson", "exercise", "mistake"), KNOWN_MISTAKES,
-                         ids=[f"{lesson} {e.name}: {m.name}" for lesson, e, m in KNOWN_MISTAKES])
-def test_each_known_mistake_fails_and_is_named(lesson, exercise, mistake):
-    report = exercise.run(as_learner(mistake.fn), include_hidden=lesson in HIDDEN_TOO)
-    failed = [case for case in report.cases if not case.passed]
-    assert failed, f"{mistake.name} passes every case: the check cannot see it"
-    named = {case.mistake for case in failed
-             if lesson not in MAY_RAISE or case.status == "fail"}
-    assert named == {mistake.name}, str(report)
-
-
 def _modules_in(inputs):
     """Every torch module among a case's inputs, a pipeline's components included."""
     found = []
@@ -621,21 +602,29 @@ def _modules_in(inputs):
     return found
 
 
-ALL_EXERCISES = [e for lesson in LESSONS for e in exercises_for(lesson)]
+def _cached_pipeline_modules():
+    """The modules of the pipeline the oracles of lessons 05 and 06 share, once loaded."""
+    if not bundled_tiny_pipeline.cache_info().currsize:
+        return []
+    return _modules_in({"pipe": bundled_tiny_pipeline()})
+
+
+ALL_EXERCISES = [e for lesson in lessons() for e in CATALOG.declared(lesson)]
 WITH_MODULES = [e for e in ALL_EXERCISES
                 if any(_modules_in(c.make_inputs()) for c in e.cases[:1])]
 
 
 def test_some_exercises_hand_the_learner_modules():
     # the test below must have something to attack: a layer, a U-Net, a pipeline
-    assert {e.name for e in WITH_MODULES} >= {"cross_attention", "cfg_sample"}
+    assert {e.name for e in WITH_MODULES} >= {"cross_attention", "cfg_sample", "generate",
+                                              "img2img"}
 
 
 @pytest.mark.parametrize("exercise", WITH_MODULES, ids=lambda e: e.name)
 def test_a_learner_function_cannot_change_what_the_oracle_computes_with(exercise):
     case = exercise.cases[0]
     inputs = case.make_inputs()
-    modules = _modules_in(inputs)
+    modules = _modules_in(inputs) + _cached_pipeline_modules()
     before = [{k: v.clone() for k, v in m.state_dict().items()} for m in modules]
 
     def vandal(**arguments):

@@ -208,22 +208,22 @@ def test_replacing_the_checker_in_the_kernel_earns_nothing(tmp_path):
     # Everything the kernel could patch: the in-kernel check, the call that runs a case, the
     # verdict, and the report. Only forward_diffusion's are forged, so the honest exercise
     # beside it shows that grading went on.
-    tamper = ("import course.checks.core as core\n"
-              "_call = core.Exercise.call\n"
+    tamper = ("import course.checks as checks\n"
+              "_call = checks.Exercise.call\n"
               "def forged(self, fn, case, inputs):\n"
               "    if self.name != 'forward_diffusion':\n"
               "        return _call(self, fn, case, inputs)\n"
-              "    return core.Answer('pass', 'PASSED')\n"
-              "core.Exercise.call = forged\n"
-              "core.Exercise.judge = lambda *a, **k: core.CaseResult('x', False, 'pass')\n"
-              "core.ExerciseReport.score = property(lambda self: 1000.0)\n"
+              "    return checks.Answer('pass', 'PASSED')\n"
+              "checks.Exercise.call = forged\n"
+              "checks.Exercise.judge = lambda *a, **k: checks.CaseResult('x', False, 'pass')\n"
+              "checks.ExerciseReport.score = property(lambda self: 1000.0)\n"
               "def forward_diffusion(x0, t, betas, noise=None):\n"
               "    raise NotImplementedError()")
     path = _notebook(tmp_path, COSINE, tamper)
     # The patching is flagged for review: every exercise of the notebook scores 0 ...
     flagged = grade_notebook(path)
     assert _scores(flagged) == {"forward_diffusion": 0, "cosine_beta_schedule": 0}
-    assert "flagged for review: monkeypatching (course.checks.core.Exercise.call)" in \
+    assert "flagged for review: monkeypatching (course.checks.Exercise.call)" in \
         _output(flagged, "forward_diffusion")
     # ... and even credited after review, the forged verdict is worth nothing: the grader
     # judges in its own process

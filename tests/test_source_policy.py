@@ -41,8 +41,8 @@ BORROWED = {
         "def forward_diffusion(x0, t, betas, noise=None):\n"
         "    return impl(x0, t, betas, noise)",
     "a top-level cell that patches Exercise.call":
-        "import course.checks.core as core\n"
-        "core.Exercise.call = lambda self, fn, case, inputs: None\n"
+        "import course.checks.exercise as exercise\n"
+        "exercise.Exercise.call = lambda self, fn, case, inputs: None\n"
         "def forward_diffusion(x0, t, betas, noise=None):\n"
         "    return x0",
     "setattr on a module":

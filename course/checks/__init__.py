@@ -7,35 +7,25 @@ In a lesson::
     check.hint("forward_diffusion")              # the next hint, the solution line last
 
 The grader runs the same exercises with their hidden cases (see ``course.grading``).
+
+One module per concern: ``cases`` (cases, known mistakes, answers), ``judging`` (comparing
+answers), ``limits`` (time limit, random state), ``reports`` (verdicts and how they show),
+``hints`` (tiers on request), ``exercise`` (running and judging), ``oracles`` (what the
+lessons' oracles share), ``status`` (the statuses the checks and the grader share),
+``catalog`` (the lessons' exercises, found from each ``lessonNN`` module's ``EXERCISES``).
 """
 
 from __future__ import annotations
 
-from importlib import import_module
+from .cases import Answer, Case, Mistake
+from .catalog import exercises_for, find_exercise, hint, lessons, next_hint
+from .exercise import Exercise
+from .hints import reset_hints
+from .judging import compare_tensor
+from .limits import time_limit
+from .reports import MIME, CaseResult, ExerciseReport
+from .status import Status
 
-from .core import (
-    MIME,
-    Case,
-    CaseResult,
-    Exercise,
-    ExerciseReport,
-    Mistake,
-    compare_tensor,
-    hint,
-    time_limit,
-)
-
-#: lesson id -> module name of its checks
-LESSONS = {"00": "lesson00", "01": "lesson01", "02": "lesson02", "03": "lesson03",
-           "04": "lesson04", "05": "lesson05", "06": "lesson06", "07": "lesson07"}
-
-
-def exercises_for(lesson: str) -> list[Exercise]:
-    """The graded exercises of a lesson ("01", ...); KeyError for an unknown lesson."""
-    if lesson not in LESSONS:
-        raise KeyError(f"no checks for lesson {lesson!r}; known lessons: {sorted(LESSONS)}")
-    return list(import_module(f".{LESSONS[lesson]}", __name__).EXERCISES)
-
-
-__all__ = ["MIME", "Case", "CaseResult", "Exercise", "ExerciseReport", "LESSONS", "Mistake",
-           "compare_tensor", "exercises_for", "hint", "time_limit"]
+__all__ = ["MIME", "Answer", "Case", "CaseResult", "Exercise", "ExerciseReport", "Mistake",
+           "Status", "compare_tensor", "exercises_for", "find_exercise", "hint", "lessons",
+           "next_hint", "reset_hints", "time_limit"]

@@ -1,4 +1,5 @@
-"""Lesson 00 has no graded exercise; ``to_model_range`` is the demo that shows how checks work.
+"""Lesson 00 has no graded exercise; ``to_model_range`` is the demo that shows how checks work
+(declared with ``demo=True``: shown and hinted like any other, never graded).
 
 Oracle: torch's own arithmetic, uint8 [0, 255] -> float32 [-1, 1]. The known mistakes and the
 hints are there to be seen at work: the lesson makes the first mistake on purpose.
@@ -8,7 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from .core import Case, Exercise, Mistake, compare_tensor, hint
+from .cases import Case, Mistake
+from .catalog import hint
+from .exercise import Exercise
+from .judging import compare_tensor
 
 __all__ = ["EXERCISES", "hint", "to_model_range"]
 
@@ -66,4 +70,4 @@ to_model_range = Exercise(
     ],
 )
 
-EXERCISES: list[Exercise] = []  # the demo is not graded
+EXERCISES = [to_model_range]

@@ -13,7 +13,10 @@ import math
 
 import torch
 
-from .core import Case, Exercise, Mistake, compare_tensor, hint, seeded
+from .cases import Case, Mistake, seeded
+from .catalog import hint
+from .exercise import Exercise
+from .judging import compare_tensor
 
 __all__ = ["EXERCISES", "cosine_beta_schedule", "forward_diffusion", "hint"]
 

@@ -13,7 +13,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .core import Case, Exercise, Mistake, compare_tensor, diffusers_quiet, hint, seeded
+from .cases import Case, Mistake, seeded
+from .catalog import hint
+from .exercise import Exercise
+from .judging import compare_tensor
+from .oracles import diffusers_quiet
 
 __all__ = ["EXERCISES", "ddim_step", "hint", "sample_with_scheduler"]
 

@@ -16,7 +16,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .core import Case, Exercise, Mistake, compare_tensor, hint, seeded
+from .cases import Case, Mistake, seeded
+from .catalog import hint
+from .exercise import Exercise
+from .judging import compare_tensor
 
 __all__ = ["EXERCISES", "clip_loss", "cross_attention", "hint"]
 

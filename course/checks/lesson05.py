@@ -13,16 +13,11 @@ from __future__ import annotations
 
 import torch
 
-from .core import (
-    Case,
-    Exercise,
-    Mistake,
-    bundled_tiny_pipeline,
-    compare_tensor,
-    diffusers_quiet,
-    hint,
-    seeded,
-)
+from .cases import Case, Mistake, seeded
+from .catalog import hint
+from .exercise import Exercise
+from .judging import compare_tensor
+from .oracles import bundled_tiny_pipeline, diffusers_quiet
 
 __all__ = ["EXERCISES", "cfg_combine", "cfg_sample", "hint"]
 

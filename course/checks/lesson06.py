@@ -20,15 +20,11 @@ import functools
 
 import torch
 
-from .core import (
-    Case,
-    Exercise,
-    Mistake,
-    bundled_tiny_pipeline,
-    compare_tensor,
-    diffusers_quiet,
-    hint,
-)
+from .cases import Case, Mistake
+from .catalog import hint
+from .exercise import Exercise
+from .judging import compare_tensor
+from .oracles import bundled_tiny_pipeline, diffusers_quiet
 
 __all__ = ["EXERCISES", "generate", "hint", "img2img"]
 

@@ -26,7 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import Case, Exercise, Mistake, compare_tensor, describe, hint, seeded
+from .cases import Case, Mistake, seeded
+from .catalog import hint
+from .exercise import Exercise
+from .judging import compare_tensor, describe
 
 __all__ = ["EXERCISES", "count_lora_parameters", "hint", "lora_forward", "lora_merge"]
 

@@ -41,8 +41,7 @@ from pathlib import Path
 
 import torch
 
-from ..checks import ExerciseReport, exercises_for
-from ..checks.core import Answer, CaseResult, Exercise
+from ..checks import Answer, CaseResult, Exercise, ExerciseReport, Status, exercises_for
 from .exchange import ExchangeError, unpack_value, write_value
 from .sandbox import KernelSandbox, Limits
 from .source_check import review
@@ -54,7 +53,6 @@ CASE_MARGIN = 15.0
 #: Sent to the kernel once per kernel start: the one function the grader calls
 #: (:mod:`course.grading.kernel_side`).
 _RUNNER = "from course.grading.kernel_side import answer_case as __course_answer_case"
-
 
 
 @dataclass
@@ -116,18 +114,19 @@ class NotebookRun:
     def _run_cell(self, number: int, record: bool) -> None:
         timeout = min(self.limits.cell_timeout, max(1.0, self.deadline - time.monotonic()))
         outcome = self.box.execute(self.cells[number - 1], timeout=timeout)
-        # A cell that filled the memory leaves it full: as bad for what follows as a crash.
-        out_of_memory = outcome.error.startswith("MemoryError")
-        if outcome.status == "error" and record and not out_of_memory:
+        if outcome.status == Status.ERROR and record:
             self.notes.append(f"code cell {number} raised {outcome.error}")
-        if outcome.status in ("ok", "error") and not out_of_memory:
+        if outcome.status in (Status.OK, Status.ERROR):
             self.ran.append(number)
             return
+        # Dead, hung, or out of memory: a cell that filled the memory leaves it full, as bad
+        # for what follows as a crash.
         self.bad.add(number)
         if record:
-            what = {"dead": "killed the kernel",
-                    "timeout": f"did not finish ({outcome.error})"}.get(
-                outcome.status, f"ran out of memory (limit {self.limits.memory_mb} MB)")
+            what = {Status.DEAD: "killed the kernel",
+                    Status.TIMEOUT: f"did not finish ({outcome.error})",
+                    Status.OUT_OF_MEMORY: f"ran out of memory (limit {self.limits.memory_mb} MB)",
+                    }[outcome.status]
             self.notes.append(f"code cell {number} {what}; the grader restarted the kernel and "
                               "went on without that cell")
         self.recover()
@@ -162,32 +161,31 @@ class NotebookRun:
 
 def _grade_exercise(run: NotebookRun, lesson: str, exercise: Exercise,
                     exchange: Path) -> ExerciseReport:
-    report = ExerciseReport(exercise.name, exercise.function, exercise.points,
-                            hint_tiers=len(exercise.hint_tiers()))
+    report = exercise.empty_report()
     stop_reason = ""
     for index, case in enumerate(exercise.cases):
         if stop_reason:
-            report.cases.append(CaseResult(case.name, case.hidden, "error", stop_reason))
+            report.cases.append(CaseResult(case.name, case.hidden, Status.ERROR, stop_reason))
             continue
         inputs = case.make_inputs()
         stem = exchange / f"{exercise.name}-{index}"
         tensors = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
         write_value(stem, tensors, {"lesson": lesson, "exercise": exercise.name, "case": index})
         outcome = run.call(str(stem), timeout=exercise.time_limit + CASE_MARGIN)
-        if outcome.status in ("dead", "timeout"):
-            what = "killed the kernel" if outcome.status == "dead" else \
+        if outcome.status in (Status.DEAD, Status.TIMEOUT):
+            what = "killed the kernel" if outcome.status == Status.DEAD else \
                 f"hung the kernel ({outcome.error})"
             stop_reason = (f"not run: {exercise.function} {what} on an earlier case; the "
                            "grader restarted the kernel")
-            report.cases.append(CaseResult(case.name, case.hidden, "error",
+            report.cases.append(CaseResult(case.name, case.hidden, Status.ERROR,
                                            f"{exercise.function} {what} on this case"))
             run.recover()
             continue
-        if outcome.status != "ok" or outcome.answer is None:
+        if outcome.status != Status.OK or outcome.answer is None:
             # the call itself failed (the learner's own exceptions are answers): no answer
             # is read, whatever the kernel published
             why = outcome.error or "the kernel sent none"
-            report.cases.append(CaseResult(case.name, case.hidden, "error",
+            report.cases.append(CaseResult(case.name, case.hidden, Status.ERROR,
                                            f"no usable answer came back: {why}"))
             continue
         try:
@@ -197,12 +195,12 @@ def _grade_exercise(run: NotebookRun, lesson: str, exercise: Exercise,
                             changed=[printable(c, 100) for c in
                                      list(document.get("changed", []))[:20]])
         except (ExchangeError, TypeError) as error:
-            report.cases.append(CaseResult(case.name, case.hidden, "error",
+            report.cases.append(CaseResult(case.name, case.hidden, Status.ERROR,
                                            f"no usable answer came back: {error}"))
             continue
         result = exercise.judge(case, inputs, answer)
         report.cases.append(result)
-        if result.status == "timeout":  # one endless loop is enough to know
+        if result.status == Status.TIMEOUT:  # one endless loop is enough to know
             stop_reason = "not run: an earlier case did not return in time"
     return report
 

@@ -1,11 +1,12 @@
 """The grader's half inside the learner's kernel: call the learner's function on one case.
 
-The grader imports this once per kernel start and then, for each case, calls
-:func:`answer_case` with the stem of the input files it wrote into the sandbox's read-only
-input folder. The answer goes back as one display message (MIME type ``ANSWER_MIME``), never as
-a file: the kernel has nothing to write that the grader would open. Whatever the learner's
-code did to this kernel (this module included), the worst it can change is its own answers,
-which the grader judges in its own process.
+The grader sends the kernel one line, once per kernel start (``grader._RUNNER``), importing
+:func:`answer_case` from here; then, for each case, it calls that function with the stem of the
+input files it wrote into the sandbox's read-only input folder. The answer goes back as one
+display message (MIME type ``ANSWER_MIME``), never as a file: the kernel has nothing to write
+that the grader would open. Whatever the learner's code did to this kernel (this module
+included), the worst it can change is its own answers, which the grader judges in its own
+process.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ ANSWER_MIME = "application/vnd.course.answer+json"
 
 def answer_case(stem: str, namespace: dict) -> None:
     """Run case ``request["case"]`` of the exercise the input file names with the function of
-    that name in ``namespace`` (the notebook's globals), and publish the answer."""
+    that name in ``namespace`` (the notebook's globals), and publish the answer.
+
+    The case's inputs are built here as the lesson builds them, and the tensors the grader
+    wrote replace those of the same name: the grader judges the answer against its own copy.
+    """
+    # Looked up at each call, in this kernel's modules as the notebook left them: a notebook
+    # that patches them forges its own answers, which the grader reads as data all the same.
     from IPython.display import publish_display_data
 
     from ..checks import exercises_for

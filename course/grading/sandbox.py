@@ -36,6 +36,7 @@ from pathlib import Path
 
 from nbformat.v4 import output_from_msg
 
+from ..checks.status import Status
 from . import fence
 from .kernel_side import ANSWER_MIME
 from .text import printable
@@ -67,11 +68,12 @@ class Limits:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one execution ended: ``ok``, ``error`` (an exception), ``timeout`` or ``dead``;
-    with ``keep_outputs``, the cell's outputs as nbformat output dicts; ``answer``: the last
-    answer the kernel published during it (a dict, or None)."""
+    """How one execution ended: ``OK``, ``ERROR`` (an exception), ``OUT_OF_MEMORY`` (a
+    MemoryError), ``TIMEOUT`` or ``DEAD``; ``error``: the exception as one line; with
+    ``keep_outputs``, the cell's outputs as nbformat output dicts; ``answer``: the last answer
+    the kernel published during it (a dict, or None)."""
 
-    status: str
+    status: Status
     error: str = ""
     outputs: tuple = ()
     answer: dict | None = None
@@ -129,8 +131,8 @@ class KernelSandbox:
     """One sandboxed kernel, restartable; use as a context manager.
 
     >>> with KernelSandbox(Limits(), env={"COURSE_FAST": "1"}) as box:   # doctest: +SKIP
-    ...     box.execute("x = 1", timeout=10).status
-    'ok'
+    ...     box.execute("x = 1", timeout=10).status is Status.OK
+    True
     """
 
     def __init__(self, limits: Limits | None = None, env: dict[str, str] | None = None,
@@ -318,27 +320,27 @@ class KernelSandbox:
         Output is read and dropped (a notebook may print megabytes) unless ``keep_outputs``; an
         exception is kept as one line, control characters escaped; the last answer published
         (:data:`ANSWER_MIME`) is kept. A kernel that ignores the interrupt is killed and
-        reported as ``timeout``; one that exits is ``dead``. Either way the caller restarts
+        reported as ``TIMEOUT``; one that exits is ``DEAD``. Either way the caller restarts
         before going on.
         """
         if not self.alive:
-            return Outcome("dead", "the kernel was not running")
+            return Outcome(Status.DEAD, "the kernel was not running")
         msg_id = self._client.execute(code, store_history=False, allow_stdin=False)
         deadline = time.monotonic() + timeout
-        error, interrupted, outputs, answer = "", False, [], None
+        error, ename, interrupted, outputs, answer = "", "", False, [], None
         while True:
             now = time.monotonic()
             if now > deadline:
                 if interrupted:  # it ignored the interrupt: a kill is the only way out
                     self._kill_kernel()
-                    return Outcome("timeout", f"no answer within {timeout:g} s, and the "
-                                   "interrupt was ignored")
+                    return Outcome(Status.TIMEOUT, f"no answer within {timeout:g} s, and "
+                                   "the interrupt was ignored")
                 with contextlib.suppress(Exception):
                     self._manager.interrupt_kernel()
                 interrupted, deadline = True, now + 5.0
                 error = f"no answer within {timeout:g} s (interrupted)"
             if not self._manager.is_alive():
-                return Outcome("dead", "the kernel died")
+                return Outcome(Status.DEAD, "the kernel died")
             try:
                 message = self._client.get_iopub_msg(timeout=0.2)
             except queue.Empty:
@@ -355,9 +357,11 @@ class KernelSandbox:
             elif keep_outputs and kind == "clear_output":
                 outputs.clear()
             if kind == "error" and not interrupted:
-                error = printable(f"{content.get('ename', '?')}: "
-                                  f"{str(content.get('evalue', ''))[:300]}")
+                ename = str(content.get("ename", "?"))
+                error = printable(f"{ename}: {str(content.get('evalue', ''))[:300]}")
             elif kind == "status" and content.get("execution_state") == "idle":
                 if interrupted:
-                    return Outcome("timeout", error, tuple(outputs))
-                return Outcome("error" if error else "ok", error, tuple(outputs), answer)
+                    return Outcome(Status.TIMEOUT, error, tuple(outputs))
+                status = Status.OK if not error else \
+                    Status.OUT_OF_MEMORY if ename == "MemoryError" else Status.ERROR
+                return Outcome(status, error, tuple(outputs), answer)
