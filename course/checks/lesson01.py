@@ -13,6 +13,7 @@ import math
 
 import torch
 
+from ..diffusion.broadcast import per_image
 from .cases import Case, Mistake, seeded
 from .catalog import hint
 from .exercise import Exercise
@@ -95,21 +96,16 @@ def _prepared(x0, t, betas, noise):
     return t, noise, torch.cumprod(1 - betas, dim=0)
 
 
-def _per_image(values: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-    """[B] -> [B, 1, 1, 1] (a 0-d value stays as it is)."""
-    return values.view(-1, *[1] * (x0.ndim - 1)) if values.ndim == 1 else values
-
-
 def _no_square_roots(x0, t, betas, noise=None):
     t, noise, alpha_bar = _prepared(x0, t, betas, noise)
-    a = _per_image(alpha_bar[t], x0).to(x0.dtype)
+    a = per_image(alpha_bar[t], x0)
     return a * x0 + (1 - a) * noise, noise
 
 
 def _shifted(offset: int):
     def shifted_t(x0, t, betas, noise=None):
         t, noise, alpha_bar = _prepared(x0, t, betas, noise)
-        a = _per_image(alpha_bar[t + offset], x0).to(x0.dtype)
+        a = per_image(alpha_bar[t + offset], x0)
         return a.sqrt() * x0 + (1 - a).sqrt() * noise, noise
 
     return shifted_t
@@ -125,7 +121,7 @@ def _no_reshape(x0, t, betas, noise=None):
 
 def _betas_not_alpha_bar(x0, t, betas, noise=None):
     t, noise, _ = _prepared(x0, t, betas, noise)
-    b = _per_image(betas[t], x0).to(x0.dtype)
+    b = per_image(betas[t], x0)
     return (1 - b).sqrt() * x0 + b.sqrt() * noise, noise
 
 

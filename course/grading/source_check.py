@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 #: The course's own implementations: off limits in every exercise.
 COURSE_IMPLEMENTATIONS = ("course.diffusion", "course.nets", "course.sampling", "course.models",
-                          "course.train", "course.tinysd", "course.lora")
+                          "course.training", "course.tinysd", "course.lora", "course.flows")
 #: The lessons' checks: a lesson calls them at top level, an exercise never may.
 CHECKS = "course.checks"
 _DYNAMIC = {"__import__", "exec", "eval", "compile", "globals", "importlib",
