@@ -36,7 +36,7 @@ lab: $(VENV)/.installed
 	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/jupyter lab $(LAB_ARGS) lessons/00_welcome.ipynb
 
 test: $(VENV)/.installed-dev
-	$(PY) -m ruff check course tests conftest.py
+	$(PY) -m ruff check course tests tools conftest.py solutions
 	$(PY) -m pytest -n 2 --dist loadgroup -rs --durations=15 tests solutions \
 		--nbval-lax --nbval-current-env $(PYTEST_ARGS)
 

@@ -57,3 +57,13 @@ def test_importing_the_plots_leaves_the_backend_to_the_learner():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=ROOT)
     assert run.stdout.strip() == "svg"
+
+
+def test_ruff_reads_the_solutions_code_cells_and_make_test_runs_it():
+    listed = subprocess.run([sys.executable, "-m", "ruff", "check", "--show-files", "solutions"],
+                            capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert {path.name for path in SOLUTIONS} <= {line.rsplit("/", 1)[-1].strip()
+                                                 for line in listed.splitlines()}
+    lint = next(line for line in (ROOT / "Makefile").read_text().splitlines()
+                if "ruff check" in line)
+    assert "solutions" in lint.split()
