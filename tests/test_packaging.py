@@ -61,7 +61,7 @@ def test_extras_hold_the_lab_the_grader_and_the_test_tools():
 
 
 @pytest.mark.parametrize("name, admitted, refused", [
-    ("torch", ["2.4.1", "2.13.0", "2.13.0+cu126", "2.15.0", "2.15.1"], ["2.4.0", "2.16.0", "3.0"]),
+    ("torch", ["2.7.0", "2.13.0", "2.13.0+cu126", "2.15.0", "2.15.1"], ["2.6.0", "2.16.0", "3.0"]),
     ("diffusers", ["0.36.0", "0.42.1"], ["0.35.2", "0.43.0"]),  # the checks' oracle: as tested
     ("transformers", ["5.10.1", "5.25.0"], ["5.10.0", "4.57.0", "6.0.0"]),
     ("peft", ["0.19.0", "0.21.2"], ["0.18.1"]),
