@@ -4,7 +4,8 @@ One table, ``ENTRIES`` (name -> ``Entry``), for the three kinds of model the cou
 
 - "unet": a single-file TinyUNet checkpoint (``checkpoints.py``): "ddpm-shapes";
 - "pipeline": a ``StableDiffusionPipeline`` folder (``pipelines.py``): "tiny-shapes",
-  "tiny-shapes-early", "tiny-shapes-loose", and hub checkpoints such as "sd-1.5";
+  "tiny-shapes-early", "tiny-shapes-loose", "tiny-shapes-flow" (its denoiser trained with flow
+  matching), and hub checkpoints such as "sd-1.5";
 - "adapter": a LoRA adapter folder in diffusers' format (``course.lora``): "purple", "outline".
 
 An entry's ``source`` is "package:<path>" (inside ``ASSETS``), a local path, or "hub:<repo id>";
