@@ -143,19 +143,8 @@ def analyze_images(images: torch.Tensor) -> list[dict]:
     blob = foreground & (labels == counts.argmax(1).view(batch, 1, 1))  # [B, H, W]
     holes = enclosed(blob)  # background inside the blob: an outline's middle
 
-    # 3. colour: mean of the inner pixels (the rim is blended with the background), or, when
-    # the blob is too thin to have an inside (an outline), of its stronger half
-    inner = blob & _erode(blob)
-    strong = blob & (distance >= _masked_median(distance, blob).view(batch, 1, 1))
-    core = torch.where(inner.flatten(1).sum(1).view(batch, 1, 1) >= 3, inner, strong)
-    core_weight = core.float().unsqueeze(1)
-    color = (images * core_weight).sum((2, 3)) / core_weight.sum((2, 3)).clamp_min(1)  # [B, 3]
-    # a blurred shape's colour is dimmed towards the background: compare with the palette colours
-    # blended with the background by up to 1 - MIN_STRENGTH (the nearest point of that segment)
-    towards = _PALETTE - _BACKGROUND  # [4, 3]
-    strength = ((color - _BACKGROUND) @ towards.T) / towards.pow(2).sum(1)  # [B, 4]
-    dimmed = _BACKGROUND + strength.clamp(MIN_STRENGTH, 1).unsqueeze(2) * towards  # [B, 4, 3]
-    color_distance, color_index = (color.unsqueeze(1) - dimmed).norm(dim=2).min(1)
+    # 3. colour
+    color, color_distance, color_index = _blob_colour(images, blob, distance)
 
     # coverage: how far each pixel near the blob goes from the background towards its colour
     direction = color - _BACKGROUND  # [B, 3]
@@ -169,19 +158,8 @@ def analyze_images(images: torch.Tensor) -> list[dict]:
     y = (coverage.sum(2) * pixel_centres).sum(1) / area.clamp_min(1e-6)
     centers = torch.stack([x, y], 1)  # [B, 2]
 
-    # 4. shape: overlap with the ideal shape of the same area and centre, sharp or blurred
-    scores = []
-    for index, name in enumerate(SHAPES):
-        extents = (area / AREA_FACTOR[name]).sqrt()
-        sharp = shape_coverage(torch.full((batch,), index), centers, extents, size)
-        best = torch.zeros(batch)
-        for sigma in TEMPLATE_BLURS:
-            ideal = _blur(sharp, sigma * scale)
-            overlap = torch.minimum(coverage, ideal).sum((1, 2))
-            union = torch.maximum(coverage, ideal).sum((1, 2)).clamp_min(1e-6)
-            best = torch.maximum(best, overlap / union)
-        scores.append(best)
-    shape_score, shape_index = torch.stack(scores, 1).max(1)
+    # 4. shape
+    shape_score, shape_index = _best_shape(coverage, centers, area, scale)
 
     # 5. position: the nearest anchor
     anchors = torch.tensor([ANCHORS[p] for p in POSITIONS]) * scale  # [5, 2]
@@ -207,6 +185,48 @@ def analyze_images(images: torch.Tensor) -> list[dict]:
     }
     rows = zip(*(values.tolist() for values in measured.values()))
     return [_verdict(dict(zip(measured, row)), scale) for row in rows]
+
+
+
+def _blob_colour(images: torch.Tensor, blob: torch.Tensor, distance: torch.Tensor):
+    """The blob's colour [B, 3] and the nearest palette colour: (colour, its distance, index).
+
+    The mean of the inner pixels (the rim is blended with the background), or, when the blob is
+    too thin to have an inside (an outline), of its stronger half. images [B, 3, H, W]; blob and
+    distance (from the background) [B, H, W].
+    """
+    batch = len(images)
+    inner = blob & _erode(blob)
+    strong = blob & (distance >= _masked_median(distance, blob).view(batch, 1, 1))
+    core = torch.where(inner.flatten(1).sum(1).view(batch, 1, 1) >= 3, inner, strong)
+    core_weight = core.float().unsqueeze(1)
+    color = (images * core_weight).sum((2, 3)) / core_weight.sum((2, 3)).clamp_min(1)  # [B, 3]
+    # a blurred shape's colour is dimmed towards the background: compare with the palette colours
+    # blended with the background by up to 1 - MIN_STRENGTH (the nearest point of that segment)
+    towards = _PALETTE - _BACKGROUND  # [4, 3]
+    strength = ((color - _BACKGROUND) @ towards.T) / towards.pow(2).sum(1)  # [B, 4]
+    dimmed = _BACKGROUND + strength.clamp(MIN_STRENGTH, 1).unsqueeze(2) * towards  # [B, 4, 3]
+    color_distance, color_index = (color.unsqueeze(1) - dimmed).norm(dim=2).min(1)
+    return color, color_distance, color_index
+
+
+def _best_shape(coverage: torch.Tensor, centers: torch.Tensor, area: torch.Tensor,
+                scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(score, index) [B] of the shape whose ideal drawing, of the same area and centre, sharp or
+    blurred, overlaps ``coverage`` [B, H, W] best (intersection over union)."""
+    batch, size = len(coverage), coverage.shape[-1]
+    scores = []
+    for index, name in enumerate(SHAPES):
+        extents = (area / AREA_FACTOR[name]).sqrt()
+        sharp = shape_coverage(torch.full((batch,), index), centers, extents, size)
+        best = torch.zeros(batch)
+        for sigma in TEMPLATE_BLURS:
+            ideal = _blur(sharp, sigma * scale)
+            overlap = torch.minimum(coverage, ideal).sum((1, 2))
+            union = torch.maximum(coverage, ideal).sum((1, 2)).clamp_min(1e-6)
+            best = torch.maximum(best, overlap / union)
+        scores.append(best)
+    return torch.stack(scores, 1).max(1)
 
 
 def _verdict(m: dict, scale: float) -> dict:
