@@ -8,28 +8,29 @@ import sys
 
 class _Subcommand(argparse.ArgumentParser):
     """A subcommand's parser. ``fill(parser)`` adds its arguments on first use, so that only
-    the chosen command's module is imported; ``forward=True`` hands every argument on untouched
-    as ``argv``, to a command that parses its own (the grader's)."""
+    the chosen command's module is imported."""
 
-    def __init__(self, *args, fill=None, forward: bool = False, **kwargs):
+    def __init__(self, *args, fill=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self._fill, self._forward = fill, forward
+        self._fill = fill
 
     def parse_known_args(self, args=None, namespace=None):
-        if self._forward:
-            namespace = argparse.Namespace(**self._defaults) if namespace is None else namespace
-            namespace.argv = list(args if args is not None else sys.argv[1:])
-            return namespace, []
         if self._fill is not None:
             fill, self._fill = self._fill, None
             fill(self)
         return super().parse_known_args(args, namespace)
 
 
-def _grade(args) -> int:
-    from .grading import main as grade
+def _grade_arguments(parser) -> None:
+    from .grading.grader import add_arguments
 
-    return grade(args.argv)
+    add_arguments(parser)
+
+
+def _grade(args) -> int:
+    from .grading.grader import run
+
+    return run(args)
 
 
 def _build_lessons(args) -> int:
@@ -90,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m course", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Subcommand)
 
-    grade = commands.add_parser("grade", help="execute and grade notebooks "
-                                "(python -m course grade --help)", add_help=False, forward=True)
+    grade = commands.add_parser("grade", help="execute and grade notebooks",
+                                description="Execute and grade lesson notebooks.",
+                                fill=_grade_arguments)
     grade.set_defaults(run=_grade)
 
     build = commands.add_parser("build-lessons", help="write lessons/ from solutions/")

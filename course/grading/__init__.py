@@ -5,9 +5,7 @@ from .grader import (
     format_table,
     grade_notebook,
     lesson_of,
-    main,
     results_json,
 )
 
-__all__ = ["NotebookGrade", "format_table", "grade_notebook", "lesson_of", "main",
-           "results_json"]
+__all__ = ["NotebookGrade", "format_table", "grade_notebook", "lesson_of", "results_json"]

@@ -353,9 +353,8 @@ def format_table(grades: list[NotebookGrade]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course grade",
-                                     description="Execute and grade lesson notebooks.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``python -m course grade``."""
     parser.add_argument("notebooks", nargs="+", help="notebooks to grade")
     parser.add_argument("--lesson", help="grade every notebook as this lesson (e.g. 01); "
                         "default: the NN_ prefix of each file name")
@@ -372,7 +371,10 @@ def main(argv=None) -> int:
     parser.add_argument("--full", action="store_true", help="run lessons in full mode, not FAST")
     parser.add_argument("--allow-flagged", action="store_true",
                         help="credit exercises flagged for review (after an instructor looked)")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Grade ``args.notebooks``; 0 when every one passed."""
     limits = Limits(memory_mb=args.memory_mb, cpu_seconds=args.cpu_seconds,
                     file_mb=args.file_mb, cell_timeout=args.cell_timeout)
     grades = [grade_notebook(p, lesson=args.lesson, limits=limits, total_timeout=args.timeout,
