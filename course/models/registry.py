@@ -4,8 +4,8 @@ One table, ``ENTRIES`` (name -> ``Entry``), for the three kinds of model the cou
 
 - "unet": a single-file TinyUNet checkpoint (``checkpoints.py``): "ddpm-shapes";
 - "pipeline": a ``StableDiffusionPipeline`` folder (``pipelines.py``): "tiny-shapes",
-  "tiny-shapes-early", "tiny-shapes-loose", "tiny-shapes-flow" (its denoiser trained with flow
-  matching), and hub checkpoints such as "sd-1.5";
+  "tiny-shapes-early", "tiny-shapes-loose", "tiny-shapes-flow[-logit-normal]" (its denoiser
+  trained with flow matching), and hub checkpoints such as "sd-1.5";
 - "adapter": a LoRA adapter folder in diffusers' format (``course.lora``): "purple", "outline".
 
 An entry's ``source`` is "package:<path>" (inside ``ASSETS``), a local path, or "hub:<repo id>";
@@ -87,14 +87,24 @@ ENTRIES = {entry.name: entry for entry in [
                     "combination's (--caption-noise 0.35)",
     ),
     # The same denoiser and budget as tiny-shapes' stage 2, on its autoencoder, trained with
-    # flow matching instead (`python -m course train tiny-sd-flow`; training.json: the recipe).
+    # flow matching instead (`python -m course train tiny-sd-flow`; training.json: the recipe),
+    # with training sigmas drawn uniformly, and with SD3's logit-normal density
+    # (`--time-sampling logit-normal`), which on this world never learns where shapes go.
     Entry(
         name="tiny-shapes-flow", kind="pipeline",
         source="package:tiny_shapes_flow",
-        sha256="56195b8ed39502086a60edb580d17e9506e23f5bc128a124575673b7a3fdc478",
+        sha256="15c089899bdbdbf3755601e62f2d40e420f5976be4c9354894df0c087aebcc38",
         size=3_966_992,
         description="tiny-shapes' denoiser trained with flow matching (velocity eps - z0, "
-                    "logit-normal sigmas), sampled with FlowMatchEulerDiscreteScheduler",
+                    "uniform sigmas), sampled with FlowMatchEulerDiscreteScheduler",
+    ),
+    Entry(
+        name="tiny-shapes-flow-logit-normal", kind="pipeline",
+        source="package:tiny_shapes_flow_logit_normal",
+        sha256="56195b8ed39502086a60edb580d17e9506e23f5bc128a124575673b7a3fdc478",
+        size=3_966_992,
+        description="tiny-shapes-flow with SD3's logit-normal training sigmas "
+                    "(--time-sampling logit-normal): positions at chance",
     ),
     Entry(
         name="sd-1.5", kind="pipeline",
