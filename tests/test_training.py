@@ -21,6 +21,7 @@ SMALL = TinyUNetConfig(channels=(8, 16), attention=(False, True), time_dim=32, g
 @pytest.mark.parametrize("recipe", [
     DDPMRecipe(steps=7, unet=SMALL),
     replace(TinySDRecipe(), stop_after=250, vae_from="tiny-shapes", caption_noise=0.35),
+    replace(TinySDRecipe(), objective="flow", time_sampling="uniform", flow_shift=3.0),
     LoRARecipe.for_adapter("outline", extra={"full_lr": 1e-4}),
 ])
 def test_recipes_round_trip_through_json(recipe):
@@ -61,8 +62,9 @@ def test_train_help_lists_every_recipe_and_each_recipe_its_options(capsys):
     assert exit_.value.code == 0
     listing = capsys.readouterr().out
     assert all(name in listing for name in RECIPES) and set(RECIPES) == {
-        "ddpm-shapes", "tiny-sd", "lora"}
+        "ddpm-shapes", "tiny-sd", "tiny-sd-flow", "lora"}
     for name, option in [("tiny-sd", "--caption-noise"), ("tiny-sd", "--vae-from"),
+                         ("tiny-sd-flow", "--time-sampling"), ("tiny-sd-flow", "--vae-from"),
                          ("tiny-sd", "--stop-after"), ("lora", "--adapter"),
                          ("ddpm-shapes", "--snapshot-every")]:
         with pytest.raises(SystemExit):

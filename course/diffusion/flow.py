@@ -111,8 +111,9 @@ def flow_sigmas(steps: int, shift: float = 1.0, num_train_timesteps: int = 1000)
 
 
 def logit_normal_sigmas(n: int, mean: float = 0.0, std: float = 1.0,
-                        generator: torch.Generator | None = None) -> torch.Tensor:
-    """n training noise levels [n], float32, from SD3's logit-normal density.
+                        generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """n training noise levels [n], float32, from SD3's logit-normal density, on ``device``
+    (the ``generator``'s device; default the CPU).
 
         sigma = sigmoid(u),    u ~ N(mean, std^2)
 
@@ -124,7 +125,7 @@ def logit_normal_sigmas(n: int, mean: float = 0.0, std: float = 1.0,
     density is the whole weighting: ``compute_loss_weighting_for_sd3("logit_normal", sigmas)``
     returns ones, every draw counts the same in the loss.
     """
-    u = torch.randn(n, generator=generator) * std + mean
+    u = torch.randn(n, generator=generator, device=device) * std + mean
     # sigma = sigmoid(u), u ~ N(mean, std^2)
     return torch.sigmoid(u)
 

@@ -11,6 +11,10 @@ A folder is what diffusers writes for any Stable Diffusion checkpoint::
 so ``StableDiffusionPipeline.from_pretrained(folder)`` reads it like a hub checkpoint, offline,
 with nothing from this package. Weights are stored in float16 (half the size) and computed in
 float32 unless a dtype is asked for.
+
+A flow-matching pipeline (tiny-shapes-flow) stores a ``FlowMatchEulerDiscreteScheduler``, which
+``StableDiffusionPipeline.__call__`` cannot drive as diffusers ships it: see ``flow_ready``, which
+the loaders here apply.
 """
 
 from __future__ import annotations
@@ -98,7 +102,26 @@ def load_tiny_pipeline(path=None, device=None, dtype=None):
         str(path), local_files_only=True, use_safetensors=True, safety_checker=None,
         feature_extractor=None, requires_safety_checker=False, **{_dtype_keyword(): dtype})
     pipe.set_progress_bar_config(disable=True)
+    flow_ready(pipe.scheduler)
     return pipe.to(device)
+
+
+def flow_ready(scheduler):
+    """Let ``StableDiffusionPipeline.__call__`` sample with a ``FlowMatchEulerDiscreteScheduler``;
+    returns ``scheduler``, changed in place when it needed it.
+
+    ``__call__`` scales its start latents by ``scheduler.init_noise_sigma``, which every
+    DDPM-family scheduler defines and the flow scheduler does not (diffusers' SD3 and FLUX
+    pipelines draw their start noise without it), so sampling stops with an AttributeError
+    before the first step. Flow sampling starts at sigma = 1, x_1 = eps ~ N(0, I): the scale is
+    1. Everything else ``__call__`` does is right for flow: ``scale_model_input`` is called only
+    when the scheduler has one (it has none: the U-Net takes x_sigma as it is), the U-Net gets
+    the scheduler's ``timesteps`` = 1000 sigma, as in training, and ``step`` takes the Euler step
+    x + (sigma_next - sigma) v of the guided velocity.
+    """
+    if not hasattr(scheduler, "init_noise_sigma"):
+        scheduler.init_noise_sigma = 1.0  # x_1 = eps: pure noise, unscaled
+    return scheduler
 
 
 def training_info(path=None) -> dict:

@@ -4,7 +4,8 @@ One table, ``ENTRIES`` (name -> ``Entry``), for the three kinds of model the cou
 
 - "unet": a single-file TinyUNet checkpoint (``checkpoints.py``): "ddpm-shapes";
 - "pipeline": a ``StableDiffusionPipeline`` folder (``pipelines.py``): "tiny-shapes",
-  "tiny-shapes-early", "tiny-shapes-loose", and hub checkpoints such as "sd-1.5";
+  "tiny-shapes-early", "tiny-shapes-loose", "tiny-shapes-flow" (its denoiser trained with flow
+  matching), and hub checkpoints such as "sd-1.5";
 - "adapter": a LoRA adapter folder in diffusers' format (``course.lora``): "purple", "outline".
 
 An entry's ``source`` is "package:<path>" (inside ``ASSETS``), a local path, or "hub:<repo id>";
@@ -84,6 +85,16 @@ ENTRIES = {entry.name: entry for entry in [
         size=3_966_922,
         description="tiny-shapes trained on loose captions: 35% swapped for another "
                     "combination's (--caption-noise 0.35)",
+    ),
+    # The same denoiser and budget as tiny-shapes' stage 2, on its autoencoder, trained with
+    # flow matching instead (`python -m course train tiny-sd-flow`; training.json: the recipe).
+    Entry(
+        name="tiny-shapes-flow", kind="pipeline",
+        source="package:tiny_shapes_flow",
+        sha256="56195b8ed39502086a60edb580d17e9506e23f5bc128a124575673b7a3fdc478",
+        size=3_966_992,
+        description="tiny-shapes' denoiser trained with flow matching (velocity eps - z0, "
+                    "logit-normal sigmas), sampled with FlowMatchEulerDiscreteScheduler",
     ),
     Entry(
         name="sd-1.5", kind="pipeline",

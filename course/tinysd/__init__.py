@@ -7,8 +7,10 @@ train on a laptop CPU.
 - ``evaluate``: prompt adherence per guidance scale (``python -m course.tinysd.evaluate``);
 - saving, loading and naming pipelines is ``course.models``' job.
 
-Training it is a recipe of ``course.training`` (``python -m course train tiny-sd``); its caption
-dropout, which lesson 05 shows, is also reachable here as ``drop_captions``.
+Training it is a recipe of ``course.training`` (``python -m course train tiny-sd``, or
+``tiny-sd-flow`` for its denoiser trained with flow matching and sampled with
+``FlowMatchEulerDiscreteScheduler``); its caption dropout, which lesson 05 shows, is also
+reachable here as ``drop_captions``.
 
 Names are imported from their modules on first use, so that ``import course.tinysd`` stays light
 and ``python -m course.tinysd.evaluate`` does not import its own module twice.

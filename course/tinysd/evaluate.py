@@ -78,16 +78,23 @@ def evaluate_adherence(pipe, n_prompts: int = 96,
         guidance_scales: w of classifier-free guidance; 1 is the conditional model alone.
         steps: sampling steps.
         scheduler: "ddim", "dpm++", ... (``model.make_scheduler``) to sample with instead of the
-            pipeline's own (restored afterwards); None keeps it.
+            pipeline's own (restored afterwards); None keeps it. These are samplers of the DDPM
+            schedule: a flow-matching pipeline keeps its own (None).
         empty_prompt: also judge images of "" against the first split's prompts.
 
     Returns:
         {"seen": {w: {"color", "shape", "position", "all", "clean", "n"}}, "heldout": {...},
         "empty": {...}, "best": {split: (w, all)}, "steps", "scheduler", "seconds"}
     """
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from ..models.pipelines import flow_ready
     from .model import make_scheduler
 
-    original = pipe.scheduler
+    original = flow_ready(pipe.scheduler)  # a flow pipeline loaded by diffusers alone, too
+    if scheduler is not None and isinstance(original, FlowMatchEulerDiscreteScheduler):
+        raise ValueError(f"a flow-matching pipeline samples with its own scheduler, not a "
+                         f"sampler of the DDPM schedule ({scheduler!r})")
     if scheduler is not None:
         pipe.scheduler = make_scheduler(scheduler, original.config)
     pipe.set_progress_bar_config(disable=not progress)

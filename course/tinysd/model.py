@@ -194,6 +194,21 @@ def make_scheduler(kind: str = "ddim", config: dict | None = None):
     raise ValueError(f'kind must be "ddim", "dpm++", "euler" or "ddpm", got {kind!r}')
 
 
+def make_flow_scheduler(shift: float = 1.0):
+    """The sampler of a flow-matching denoiser (tiny-shapes-flow): Euler steps of dx/dsigma = v
+    from sigma = 1 (pure noise) down to 0, the U-Net asked at t = 1000 sigma.
+
+    shift: SD3's time shift of the steps towards sigma = 1. SD3 uses 3.0 for 1024x1024 images and
+    derives it from resolution (shift = sqrt(pixels / 256^2)): more pixels keep more of the image
+    recognisable at a given sigma, so more steps must be spent at high noise. A 16x16x4 latent is
+    far below SD3's base resolution, so the default is 1.0: no shift, the sigmas evenly spaced.
+    """
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=SCHEDULE["num_train_timesteps"], shift=shift)
+
+
 def build_pipeline(vae, text_encoder, tokenizer, unet, scheduler=None):
     """Assemble a ``diffusers.StableDiffusionPipeline`` (no safety checker: nothing to check)."""
     from diffusers import StableDiffusionPipeline

@@ -3,6 +3,7 @@
 
 - ``ddpm``: lesson 02's teaching U-Net on the captioned-shapes world;
 - ``tiny_sd``: the tiny text-to-image pipeline, autoencoder then U-Net and text encoder;
+  ``tiny_sd_flow``: the same denoiser trained with flow matching; ``objectives``: their losses;
 - ``lora``: LoRA adapters (and full fine-tuning) of that pipeline; ``adapters``: their data and
   files;
 - shared: ``recipe`` (a recipe dataclass to and from JSON), ``seeding`` (a recipe's seed without
@@ -37,5 +38,7 @@ RECIPES = {
     "ddpm-shapes": Command("ddpm", "lesson 02's denoiser (TinyUNet, DDPM) on the shapes world"),
     "tiny-sd": Command("tiny_sd", "the tiny text-to-image pipeline (autoencoder, U-Net, text "
                        "encoder)"),
+    "tiny-sd-flow": Command("tiny_sd_flow", "the tiny pipeline's denoiser trained with flow "
+                            "matching, on tiny-shapes' autoencoder"),
     "lora": Command("lora", "a LoRA adapter (or a full fine-tune) of the tiny pipeline"),
 }

@@ -26,6 +26,10 @@ kept it frozen; here there are only 60 captions, so what a contrastive encoder w
 that mean something) the denoising loss teaches directly, and one stage of training less keeps the
 recipe short. Lesson 04 teaches the contrastive loss on its own.
 
+The loss is the recipe's ``objective`` (``objectives.py``): this v-prediction, or flow matching's
+velocity on the straight path (the ``tiny-sd-flow`` recipe, ``tiny_sd_flow.py``), everything else
+shared.
+
 Classifier-free guidance needs the unconditional model too, and it is the same network: with
 probability ``cond_dropout`` (10%), chosen for each sample independently, the caption is replaced
 by the empty prompt "". The sampler's unconditional branch encodes exactly "" (start token, end
@@ -55,8 +59,6 @@ from ..models.pipelines import DEFAULT_OUTPUT, save_tiny_pipeline
 from ..tinysd.model import (
     TinySDConfig,
     build_pipeline,
-    make_noise_scheduler,
-    make_scheduler,
     make_text_encoder,
     make_unet,
     make_vae,
@@ -66,6 +68,7 @@ from ..tinysd.vocab import load_tokenizer
 from .captions import PromptCache, drop_captions, loosen_captions
 from .clock import Clock, batches
 from .ema import ema_update, load_averaged, warmed_decay
+from .objectives import make_objective
 from .recipe import JSONRecipe, with_overrides
 from .record import Window, run_record
 from .seeding import seeded
@@ -106,6 +109,15 @@ class TinySDRecipe(JSONRecipe):
     stop_after: int | None = None
     #: skip stage 1 and reuse the autoencoder of this pipeline (a registry name or a folder)
     vae_from: str | None = None
+    #: what stage 2 learns (``objectives.OBJECTIVES``): "v-prediction" on the DDPM schedule,
+    #: sampled with DDIM, or "flow" (flow matching: velocity eps - z0 on the straight path,
+    #: sampled with ``FlowMatchEulerDiscreteScheduler``)
+    objective: str = "v-prediction"
+    #: how stage 2 draws noise levels: "uniform" (t ~ U{0..T-1}, or sigma ~ U(0, 1) for flow) or
+    #: "logit-normal" (flow only: SD3's sigma = sigmoid(u), u ~ N(0, 1))
+    time_sampling: str = "uniform"
+    #: flow only: SD3's time shift, of the training sigmas and of the sampler's (1: none)
+    flow_shift: float = 1.0
 
 
 class LearningRate:
@@ -259,19 +271,6 @@ class _Denoiser:
         return [n.eval() for n in networks]
 
 
-def _v_loss(parts: _Denoiser, noise_scheduler, z0: torch.Tensor, captions: list[str],
-            prompts: PromptCache) -> torch.Tensor:
-    """L = || v - v_theta(z_t, t, E(caption)) ||^2 for latents z0 [B, 4, h, w]."""
-    device = z0.device
-    noise = torch.randn(z0.shape, generator=parts.generators["noise"], device=device)
-    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(z0),),
-                      generator=parts.generators["noise"], device=device)
-    z_t = noise_scheduler.add_noise(z0, noise, t)
-    v = noise_scheduler.get_velocity(z0, noise, t)  # sqrt(a) eps - sqrt(1 - a) z0
-    states = parts.text_encoder(prompts(captions, device))[0]  # [B, L, width]
-    return F.mse_loss(parts.unet(z_t, t, encoder_hidden_states=states).sample, v)
-
-
 def train_denoiser(recipe: TinySDRecipe, vae, images: torch.Tensor, captions: list[str],
                    accelerator, time_limit: float | None = None, progress: bool = True,
                    on_step=None) -> dict:
@@ -298,7 +297,7 @@ def train_denoiser(recipe: TinySDRecipe, vae, images: torch.Tensor, captions: li
     with seeded(recipe.seed + 1, device):
         parts = _Denoiser.build(recipe, captions, accelerator)
         prompts, learning_rate = PromptCache(parts.tokenizer), LearningRate(recipe)
-        noise_scheduler = make_noise_scheduler()
+        objective = make_objective(recipe)  # the loss: v-prediction or flow matching
         window = Window(device)
         bar = tqdm(total=recipe.steps, desc="stage 2: U-Net + text encoder",
                    disable=not (progress and accelerator.is_main_process))
@@ -315,8 +314,9 @@ def train_denoiser(recipe: TinySDRecipe, vae, images: torch.Tensor, captions: li
             for group in parts.optimizer.param_groups:
                 group["lr"] = learning_rate(step)
             rows = rows.to(device)
-            loss = _v_loss(parts, noise_scheduler, latents[rows], parts.captions_of(rows, recipe),
-                           prompts)
+            # E(caption) [B, L, width], then L for the batch's latents z0 [B, 4, h, w]
+            states = parts.text_encoder(prompts(parts.captions_of(rows, recipe), device))[0]
+            loss = objective(parts.unet, latents[rows], states, parts.generators["noise"])
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(parts.params, 1.0)
             parts.optimizer.step()
@@ -358,6 +358,7 @@ def train_tiny_sd(recipe: TinySDRecipe | None = None, time_limit: float | None =
     from ..data.shapes import autoencoder_dataset, shapes_dataset
 
     recipe = recipe or TinySDRecipe()
+    sampler = make_objective(recipe).sampler()  # an unknown objective fails before any work
     if recipe.vae_data not in ("any-color", "world"):
         raise ValueError(f'vae_data must be "any-color" or "world", got {recipe.vae_data!r}')
     accelerator = Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision)
@@ -376,7 +377,7 @@ def train_tiny_sd(recipe: TinySDRecipe | None = None, time_limit: float | None =
                             on_step)
     seconds = time.perf_counter() - start
     pipe = build_pipeline(stage1["vae"], stage2["text_encoder"], stage2["tokenizer"],
-                          stage2["unet"], make_scheduler("ddim"))
+                          stage2["unet"], sampler)
     pipe.set_progress_bar_config(disable=True)
     ran = replace(recipe, vae_steps=stage1["steps"],
                   **({"stop_after": stage2["steps"]} if recipe.stop_after else
@@ -424,8 +425,8 @@ def training_record(ran: TinySDRecipe, asked: TinySDRecipe, stage1: dict, stage2
         processes=accelerator.num_processes)
 
 
-def add_arguments(parser) -> None:
-    """The options of ``python -m course train tiny-sd``."""
+def add_arguments(parser, output: Path = DEFAULT_OUTPUT) -> None:
+    """The options of ``python -m course train tiny-sd``; ``output``: the default folder."""
     parser.description = __doc__.split("\n\n")[0]
     parser.add_argument("--steps", type=int, help="stage 2 steps (U-Net + text encoder)")
     parser.add_argument("--vae-steps", type=int, help="stage 1 steps (autoencoder)")
@@ -445,8 +446,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--time-limit", type=float, metavar="SECONDS",
                         help="stop both stages within this much training and save what there is")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
-                        help=f"folder for the pipeline (default: {DEFAULT_OUTPUT})")
+    parser.add_argument("--output", type=Path, default=output,
+                        help=f"folder for the pipeline (default: {output})")
     parser.add_argument("--device", choices=("auto", "cpu"), default="auto",
                         help="auto: a GPU when there is one (all of them under accelerate launch)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
@@ -454,8 +455,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
-def run(args) -> int:
-    """Train with the options of ``add_arguments``; write the pipeline and its record."""
+def run(args, base: TinySDRecipe | None = None, **fields) -> int:
+    """Train with the options of ``add_arguments``, on the recipe ``base`` (default
+    ``TinySDRecipe()``) with ``fields`` set (None: left as they are); write the pipeline and its
+    record."""
     from accelerate import PartialState
 
     if args.threads:
@@ -465,7 +468,7 @@ def run(args) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never ask the hub
-    recipe = with_overrides(TinySDRecipe(), {
+    recipe = with_overrides(base or TinySDRecipe(), fields | {
         "steps": args.steps, "vae_steps": args.vae_steps, "batch_size": args.batch_size,
         "vae_batch_size": args.vae_batch_size, "dataset_size": args.dataset_size,
         "lr": args.lr, "ema_decay": args.ema, "seed": args.seed, "stop_after": args.stop_after,
