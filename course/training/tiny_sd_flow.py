@@ -10,6 +10,14 @@ differ in their denoising objective alone. The objective (``objectives.FlowMatch
     L       = || (eps - z0) - v_theta(z_sigma, 1000 sigma, E(caption)) ||^2
 
 and the pipeline it writes samples with ``FlowMatchEulerDiscreteScheduler``.
+
+What the bundled run (tiny-shapes-flow, this recipe as it stands) measured: colour and shape right
+for 100% of 96 seen and 96 held-out prompts at guidance 1 and 3, position at chance (13-17%; 1/5).
+Where a shape goes is decided in the first, noisiest steps, and SD3's logit-normal density puts
+1.4% of its draws at sigma > 0.9, against 17% for tiny-shapes' uniform t at the same
+signal-to-noise ratio (10% for ``--time-sampling uniform``): the network never learnt to read
+the position words where they matter, and a caption with its position swapped moves its loss by
+1% at most, at any sigma.
 """
 
 from __future__ import annotations
