@@ -1,11 +1,19 @@
-"""Lesson 08's checks: the right answers, written as a learner would, pass every case (the
-hidden ones too); wrong answers the mistakes do not cover still fail; the logit-normal check
-compares distributions, so another seed or another way to draw passes as well."""
+"""Lesson 08: its checks pass the right answers, written as a learner would (hidden cases too),
+fail wrong answers the known mistakes do not cover, compare the logit-normal times as
+distributions (another seed or another way to draw passes as well); and its notebooks' rules."""
 
+import ast
+
+import nbformat
+import pytest
 import torch
 
+from course import REPO_URL
 from course.checks import Status, lesson08
-from tests.helpers import as_learner
+from course.diffusion.flow import logit_normal_sigmas
+from tests.helpers import LESSONS, SOLUTIONS, as_learner
+
+NOTEBOOKS = [p for p in SOLUTIONS + LESSONS if p.name.startswith("08_")]
 
 
 def right_loss(predict, x0, noise, sigma):
@@ -78,3 +86,36 @@ def test_checks_leave_the_global_rng_alone():
     lesson08.flow_sample.run(as_learner(right_sample))
     lesson08.logit_normal_timesteps.run(as_learner(right_times))
     assert torch.equal(before, torch.get_rng_state())
+
+
+def test_every_exercise_has_hidden_cases_mistakes_and_tiered_hints():
+    assert [e.name for e in lesson08.EXERCISES] == ["flow_matching_loss", "flow_sample",
+                                                    "logit_normal_timesteps"]
+    for exercise in lesson08.EXERCISES:
+        assert any(case.hidden for case in exercise.cases), exercise.name
+        assert any(not case.hidden for case in exercise.cases), exercise.name
+        assert len(exercise.mistakes) >= 3 and len(exercise.hints) >= 3, exercise.name
+
+
+def test_the_library_copy_is_refused():
+    report = lesson08.logit_normal_timesteps.run(logit_normal_sigmas)
+    assert {case.status for case in report.cases} == {Status.MISSING}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_notebook_rules(path):
+    notebook = nbformat.read(path, as_version=4)
+    assert notebook.metadata["course"] == {"lesson": "08"}
+    parameters = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(parameters) == 1
+    body = ast.parse(parameters[0].source).body
+    assert all(isinstance(node, ast.Assign) and isinstance(node.value, (ast.Constant, ast.Tuple))
+               for node in body)
+    assert {"FAST", "DEVICE", "SEED", "TOY_STEPS", "STEP_COUNTS"} <= {n.targets[0].id for n in body}
+    text = "\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
+    for name in ("flow_matching_loss", "flow_sample", "logit_normal_timesteps"):
+        assert f'check.hint("{name}")' in text
+    assert f"{REPO_URL}/blob/main/course/diffusion/flow.py" in text
+    for paper in ("2210.02747", "2209.03003", "2209.15571", "2403.03206", "2506.02070"):
+        assert f"https://arxiv.org/abs/{paper}" in text
+    assert "scheduling_flow_match_euler_discrete.py" in text
