@@ -31,9 +31,8 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
-# Idle torch threads sleep instead of spinning: a busy laptop stays fast (course/threads.py).
 lab: $(VENV)/.installed
-	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/jupyter lab $(LAB_ARGS) lessons/00_welcome.ipynb
+	$(VENV)/bin/jupyter lab $(LAB_ARGS) lessons/00_welcome.ipynb
 
 test: $(VENV)/.installed-dev
 	$(PY) -m ruff check course tests tools conftest.py solutions

@@ -17,7 +17,7 @@ from importlib import metadata
 
 import torch
 
-from .threads import spinning_waits, use_available_cpus
+from .threads import use_available_cpus
 
 #: Set to "1" by the test-suite (and by anyone in a hurry): lessons then run their FAST path.
 FAST_ENV_VAR = "COURSE_FAST"
@@ -120,8 +120,6 @@ def environment_report(probe_network: bool = True) -> dict[str, str]:
     }
     if device.type == "cpu":
         report["torch threads"] = str(use_available_cpus())
-        report["OpenMP waits"] = ("spinning (start Jupyter with OMP_WAIT_POLICY=PASSIVE: "
-                                  "`make lab` does)" if spinning_waits() else "passive")
     if device.type == "cuda":
         report["gpu"] = torch.cuda.get_device_name(device)
     report["running on"] = "Colab" if in_colab() else "Binder" if in_binder() else "local Jupyter"

@@ -57,9 +57,8 @@ def execute_notebook(path, *, fast: bool = True, timeout: int = 600, allow_error
 
     ``FAST`` is injected from ``fast`` (the lessons' parameter) and ``COURSE_FAST`` set to match;
     ``parameters`` are injected too; the kernel runs in the notebook's folder, offline
-    (``HF_HUB_OFFLINE=1``), with ``env`` added to its environment (None takes a variable out;
-    ``OMP_WAIT_POLICY`` is PASSIVE unless given, as ``make lab`` starts Jupyter); ``timeout``
-    bounds each cell.
+    (``HF_HUB_OFFLINE=1``), with ``env`` added to its environment (None takes a variable out);
+    ``timeout`` bounds each cell.
     Returns the executed notebook (papermill's injected-parameters cell included, tagged
     ``injected-parameters``) and the wall time in seconds, kernel start included.
     A cell that raises is a :class:`CellError` unless ``allow_errors``, in which case every cell
@@ -72,9 +71,7 @@ def execute_notebook(path, *, fast: bool = True, timeout: int = 600, allow_error
     path = Path(path).resolve()
     notebook = nbformat.read(path, as_version=4)
     notebook.cells += [nbformat.v4.new_code_cell(source) for source in extra_cells]
-    # OMP_WAIT_POLICY as `make lab` starts the learner's Jupyter (course/threads.py says why)
     variables = {"COURSE_FAST": "1" if fast else "0", "HF_HUB_OFFLINE": "1", **(env or {})}
-    variables.setdefault("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
     with tempfile.TemporaryDirectory(prefix="course-run-") as folder, _environment(variables):
         output = Path(folder) / path.name
         start = time.perf_counter()
