@@ -30,22 +30,11 @@ from course.checks.catalog import CATALOG
 from course.checks.judging import same_answer
 from course.checks.limits import preserved_rng
 from course.checks.oracles import bundled_tiny_pipeline
-from tests.helpers import as_learner
+from tests.helpers import as_learner, forward_diffusion
 from tests.helpers import sample_with_scheduler as right_sample_with_scheduler
 
 
 # Right answers, written here (not taken from the package: checks refuse library code).
-def forward_diffusion(x0, t, betas, noise=None):
-    t = torch.as_tensor(t)
-    if (t < 0).any() or (t >= len(betas)).any():
-        raise ValueError("t out of range")
-    noise = torch.randn_like(x0) if noise is None else noise
-    alpha_bar = torch.cumprod(1 - betas.double(), 0)[t].to(x0.dtype)
-    if alpha_bar.ndim == 1:
-        alpha_bar = alpha_bar.view(-1, *[1] * (x0.ndim - 1))
-    return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise, noise
-
-
 def cosine_beta_schedule(T, s=0.008, max_beta=0.999):
     def f(u):
         return math.cos((u + s) / (1 + s) * math.pi / 2) ** 2
