@@ -68,3 +68,19 @@ def forward_diffusion(x0, t, betas, noise=None):
     if alpha_bar.ndim == 1:
         alpha_bar = alpha_bar.view(-1, *[1] * (x0.ndim - 1))
     return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise, noise
+
+
+def trains_the_same_whatever_the_callers_random_state(train, recipe, networks):
+    """Train ``recipe`` twice from two caller RNG states: the caller's state is left as it was
+    and the ``networks`` of the pipeline come out bitwise equal. Returns the first result."""
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    first = train(recipe, device="cpu", progress=False)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(8)  # another caller state: the same weights
+    again = train(recipe, device="cpu", progress=False)
+    for network in networks:
+        ours = getattr(again.pipe, network).state_dict()
+        for name, value in getattr(first.pipe, network).state_dict().items():
+            torch.testing.assert_close(ours[name], value, rtol=0, atol=0)
+    return first

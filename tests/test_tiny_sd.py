@@ -32,6 +32,7 @@ from course.tinysd.vocab import (
 )
 from course.training.captions import PromptCache, drop_captions, loosen_captions
 from course.training.tiny_sd import LearningRate, TinySDRecipe, train_tiny_sd
+from tests.helpers import trains_the_same_whatever_the_callers_random_state
 
 SMALL = TinySDConfig(
     vae=VAEConfig(channels=(8, 16), groups=4),
@@ -261,16 +262,8 @@ def test_time_limit_stops_both_stages():
 
 
 def test_training_leaves_the_callers_random_state_alone():
-    torch.manual_seed(7)
-    before = torch.get_rng_state()
-    first = train_tiny_sd(SMALL_RECIPE, device="cpu", progress=False)
-    assert torch.equal(torch.get_rng_state(), before)
-    torch.manual_seed(8)  # another caller state: the same weights
-    again = train_tiny_sd(SMALL_RECIPE, device="cpu", progress=False)
-    for network in ("vae", "unet", "text_encoder"):
-        ours = getattr(again.pipe, network).state_dict()
-        for name, value in getattr(first.pipe, network).state_dict().items():
-            torch.testing.assert_close(ours[name], value, rtol=0, atol=0)
+    trains_the_same_whatever_the_callers_random_state(train_tiny_sd, SMALL_RECIPE,
+                                                      ("vae", "unet", "text_encoder"))
 
 
 def test_command_line_writes_weights_and_record(tmp_path):
