@@ -21,8 +21,8 @@ Why uniform sigmas by default: the two bundled runs (``python -m course.tinysd.e
 Where a shape goes is decided in the first, noisiest steps, and SD3's logit-normal density puts
 1.4% of its draws at sigma > 0.9 (uniform: 10%; tiny-shapes' uniform t puts 17% of its draws at
 the same signal-to-noise ratio): the network never learnt to read the position words where they
-matter. SD3 chose that density for 1024-pixel images (Esser et al. 2024, section 3.1); a 16x16
-latent has far less to decide in the middle of the path.
+matter. SD3 picked that density by comparing samplers on its own, far larger images and model
+(Esser et al. 2024, arXiv 2403.03206): a choice measured at one scale, not a law.
 """
 
 from __future__ import annotations
