@@ -8,13 +8,14 @@ the browser to swap the picture. This module checks the whole chain:
    nothing that phones home or pops up a dialog) and always stops it again;
 2. ``chromium_page`` opens a headless Chromium through Playwright;
 3. ``notebook_in_lab`` opens a copy of a notebook there and runs all cells from the Run menu;
-4. ``set_slider`` / ``move_sliders`` type new values into a course widget's slider readout and
-   time how long its picture takes to change. ``measure_slider_latency`` does 3 and 4 for the
-   forward-noising widget of lesson 01.
+4. ``set_slider`` / ``move_sliders`` type new values into a course widget's slider readout, or
+   (``press_slider_key``, for a ``SelectionSlider``) press keys on its handle, and time how long
+   its picture takes to change. ``measure_slider_latency`` does 3 and 4 for the forward-noising
+   widget of lesson 01.
 
-The course widgets (``course.viz.widgets``) are VBoxes with a CSS class of their own
-(``.course-forward-noising``, ``.course-trajectory``, ``.course-ddim``) holding labelled sliders
-and one ``img.course-picture``; that is all this module relies on.
+The course widgets (``course.viz``) are VBoxes with a CSS class of their own
+(``.course-forward-noising``, ``.course-trajectory``, ``.course-flow-steps``, ...) holding labelled
+sliders and one ``img.course-picture``; that is all this module relies on.
 
 Playwright is imported inside functions only, so ``import course`` never needs it.
 """
@@ -45,7 +46,7 @@ from urllib.parse import quote
 import nbformat
 
 if TYPE_CHECKING:  # only for annotations; Playwright is imported where it is used
-    from playwright.sync_api import Locator, Page
+    from playwright.sync_api import JSHandle, Locator, Page
 
 #: Debian's Chromium; ``playwright install`` needs the internet, so we use the system browser.
 CHROMIUM = Path("/usr/bin/chromium")
@@ -488,24 +489,24 @@ def _shut_down_kernels(server: LabServer, notebook_name: str) -> None:
 # Slider widgets
 # --------------------------------------------------------------------------------------------
 
-#: Called with the readout and the picture before Enter is pressed. Records when the Enter key
-#: reaches the page and when the new picture is decoded (ready to paint), both on the page's
-#: clock, so the test's own browser <-> Python round trips are not counted. Waiting for the
-#: decode also makes the screenshot taken next show the new picture, not a half-loaded one. The
-#: promise sits inside an object because Playwright would otherwise wait for it right here,
-#: before Enter is pressed.
-WATCH_PICTURE_JS = """([readout, picture, timeoutMs]) => {
+#: Called with the element that gets the key (a slider's readout or handle), the key's name and
+#: the picture, before the key is pressed. Records when the key reaches that element and when the
+#: new picture is decoded (ready to paint), both on the page's clock, so the test's own
+#: browser <-> Python round trips are not counted. Waiting for the decode also makes the
+#: screenshot taken next show the new picture, not a half-loaded one. The promise sits inside an
+#: object because Playwright would otherwise wait for it right here, before the key is pressed.
+WATCH_PICTURE_JS = """([target, key, picture, timeoutMs]) => {
     const srcBefore = picture.src;
-    let enterAt = null;
-    readout.addEventListener('keydown', event => {
-        if (event.key === 'Enter' && enterAt === null) enterAt = performance.now();
+    let keyAt = null;
+    target.addEventListener('keydown', event => {
+        if (event.key === key && keyAt === null) keyAt = performance.now();
     }, {capture: true});
     const changed = new Promise((resolve, reject) => {
         const observer = new MutationObserver(() => {
-            if (enterAt !== null && picture.src !== srcBefore) {
+            if (keyAt !== null && picture.src !== srcBefore) {
                 observer.disconnect();
                 picture.decode().then(
-                    () => resolve({latencyMs: performance.now() - enterAt}),
+                    () => resolve({latencyMs: performance.now() - keyAt}),
                     () => reject(new Error('the new picture could not be decoded')));
             }
         });
@@ -538,21 +539,42 @@ def find_widget(page: Page, widget_selector: str, timeout: float = 30) -> Locato
     return widget
 
 
-def set_slider(page: Page, widget_selector: str, description: str, value: float,
-               timeout: float = 60) -> tuple[float, bytes]:
-    """Type ``value`` into the readout of the slider labelled ``description`` and press Enter.
-
-    This is what a learner does to pick an exact value, and it works alike for sliders with and
-    without ``continuous_update``. Returns the milliseconds from the Enter key to the new
-    picture, and a screenshot of the picture.
-    """
-    widget = find_widget(page, widget_selector)
+def _slider(page: Page, widget: Locator, widget_selector: str, description: str) -> Locator:
+    """The one slider labelled ``description`` in ``widget``."""
     # Match the whole label: "step" must not pick the "steps" slider.
     label = page.locator(".widget-label", has_text=re.compile(rf"^\s*{re.escape(description)}\s*$"))
     slider = widget.locator(".widget-slider").filter(has=label)
     if slider.count() != 1:
         raise LabDriverError(f"expected one slider {description!r} in {widget_selector}, "
                              f"found {slider.count()}")
+    return slider
+
+
+def _await_picture(watch: JSHandle, what: str) -> float:
+    """Wait for the new picture a ``WATCH_PICTURE_JS`` watch is waiting for; its latency (ms).
+
+    ``what`` (the move, and what may have gone wrong) starts the error message if none comes.
+    """
+    from playwright.sync_api import Error as PlaywrightError
+
+    try:
+        return watch.evaluate("watch => watch.changed")["latencyMs"]
+    except PlaywrightError as error:  # the message's first line is the reason; then a JS stack
+        raise LabDriverError(f"{what}: {error.message.splitlines()[0]}") from error
+
+
+def set_slider(page: Page, widget_selector: str, description: str, value: float,
+               timeout: float = 60) -> tuple[float, bytes]:
+    """Type ``value`` into the readout of the slider labelled ``description`` and press Enter.
+
+    This is what a learner does to pick an exact value on a numeric slider, and it works alike
+    for sliders with and without ``continuous_update``. Not for a ``SelectionSlider``: its
+    readout takes the typing but the widget ignores it (ipywidgets 8), so nothing would change;
+    use ``press_slider_key`` there. Returns the milliseconds from the Enter key to the new
+    picture, and a screenshot of the picture.
+    """
+    widget = find_widget(page, widget_selector)
+    slider = _slider(page, widget, widget_selector, description)
     readout = slider.locator(".widget-readout")
     picture = widget.locator(PICTURE_SELECTOR)
 
@@ -560,38 +582,95 @@ def set_slider(page: Page, widget_selector: str, description: str, value: float,
     page.keyboard.press("ControlOrMeta+A")  # select the old number so typing replaces it
     page.keyboard.type(str(value))
     watch = page.evaluate_handle(
-        WATCH_PICTURE_JS, [readout.element_handle(), picture.element_handle(), timeout * 1000])
+        WATCH_PICTURE_JS,
+        [readout.element_handle(), "Enter", picture.element_handle(), timeout * 1000])
     page.keyboard.press("Enter")
-    change = watch.evaluate("watch => watch.changed")  # waits until the new picture is there
+    latency_ms = _await_picture(
+        watch, f"typed {value} into slider {description!r} (if it is a SelectionSlider, it "
+               "ignores typed values: use press_slider_key)")
     # The widget itself agrees on the new value (the readout rejects out-of-range input).
     shown = slider.locator(".noUi-handle").get_attribute("aria-valuenow")
     if not math.isclose(float(shown), value, abs_tol=1e-6):
         raise LabDriverError(f"slider {description!r} shows {shown}, expected {value}")
-    return change["latencyMs"], picture.screenshot()
+    return latency_ms, picture.screenshot()
 
 
-def move_sliders(page: Page, widget_selector: str, moves: list[tuple[str, float]],
+@dataclass(frozen=True)
+class KeyPress:
+    """A move made with the keyboard: press ``key`` on a slider's handle once, after which the
+    slider's readout must show ``shows``.
+
+    The way to move a ``SelectionSlider``, whose readout ignores what is typed: the handle takes
+    ArrowLeft/ArrowRight (one option down or up), Home and End (the first and the last option).
+    """
+
+    key: str
+    shows: str
+
+    def __str__(self) -> str:
+        return f"{self.key} -> {self.shows}"
+
+
+def press_slider_key(page: Page, widget_selector: str, description: str, key: str, shows: str,
+                     timeout: float = 60) -> tuple[float, bytes]:
+    """Focus the handle of the slider labelled ``description``, press ``key``, check the readout.
+
+    What a learner does on a slider without a typeable readout (a ``SelectionSlider``): select
+    its handle (click or Tab) and use the keys. The handle's ``aria-valuenow`` there is the
+    option's index, so the option reached is read from the readout, which must then say
+    ``shows``. One key is one move of the handle and one redraw, so the latency is unambiguous.
+    Returns the milliseconds from the key to the new picture, and a screenshot of the picture.
+    """
+    widget = find_widget(page, widget_selector)
+    slider = _slider(page, widget, widget_selector, description)
+    handle = slider.locator(".noUi-handle")
+    readout = slider.locator(".widget-readout")
+    picture = widget.locator(PICTURE_SELECTOR)
+    before = readout.inner_text().strip()
+
+    handle.focus()
+    watch = page.evaluate_handle(
+        WATCH_PICTURE_JS, [handle.element_handle(), key, picture.element_handle(), timeout * 1000])
+    page.keyboard.press(key)
+    latency_ms = _await_picture(
+        watch, f"pressed {key} on slider {description!r} at {before!r} (at either end of the "
+               "slider, a key towards that end moves nothing)")
+    shown = readout.inner_text().strip()
+    if shown != shows:
+        raise LabDriverError(f"{key} on slider {description!r} moved it from {before!r} to "
+                             f"{shown!r}, expected {shows!r}")
+    return latency_ms, picture.screenshot()
+
+
+def move_sliders(page: Page, widget_selector: str, moves: list[tuple[str, float | KeyPress]],
                  artifacts: Path) -> dict:
     """Apply ``moves`` (slider description, value) in order to the first matching widget.
 
-    Returns ``{"values", "latencies_ms", "median_ms", "pictures_changed", "screenshot"}``: per
-    move, the ms from Enter to the new picture and whether the shown picture differs from the
-    one before; ``screenshot`` is the widget after the last move.
+    A value is typed into the slider's readout (``set_slider``); a ``KeyPress`` is pressed on
+    its handle (``press_slider_key``). Returns ``{"values", "latencies_ms", "median_ms",
+    "pictures_changed", "screenshot"}``: per move, the value (a ``KeyPress`` as its text), the
+    ms from the key to the new picture and whether the shown picture differs from the one
+    before; ``screenshot`` is the widget after the last move.
     """
     widget = find_widget(page, widget_selector)
     before = widget.locator(PICTURE_SELECTOR).screenshot()
     latencies, pictures_changed = [], []
     for description, value in moves:
-        latency_ms, after = set_slider(page, widget_selector, description, value)
+        if isinstance(value, KeyPress):
+            latency_ms, after = press_slider_key(page, widget_selector, description, value.key,
+                                                 value.shows)
+        else:
+            latency_ms, after = set_slider(page, widget_selector, description, value)
         latencies.append(round(latency_ms, 1))
         # A new blob URL could still hold the same picture; compare what is shown.
         pictures_changed.append(after != before)
         before = after
     screenshot = artifacts / f"{widget_selector.lstrip('.')}.png"
     widget.screenshot(path=str(screenshot))
-    return {"values": [value for _, value in moves], "latencies_ms": latencies,
-            "median_ms": statistics.median(latencies), "pictures_changed": pictures_changed,
-            "screenshot": str(screenshot)}
+    return {"values": [str(value) if isinstance(value, KeyPress) else value
+                       for _, value in moves],
+            "latencies_ms": latencies, "median_ms": statistics.median(latencies),
+            "pictures_changed": pictures_changed, "screenshot": str(screenshot)}
 
 
 def measure_slider_latency(notebook_path: str | os.PathLike,
