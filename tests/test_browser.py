@@ -2,7 +2,8 @@
 
 One test per widget. Each builds a small notebook that makes the widget exactly as its lesson
 does (same function from ``course.viz``, the bundled models), opens it in JupyterLab, runs all
-cells, types new values into the widget's sliders and checks the picture changes every time.
+cells, types new values into the widget's sliders (or, on a SelectionSlider, presses keys on its
+handle) and checks the picture changes every time.
 The lessons themselves are executed once, by ``test_notebooks.py``; here only the widgets run,
 so no solution notebook executes twice per ``make test``. The tests share one JupyterLab server;
 each notebook gets its own browser and kernel.
@@ -16,6 +17,9 @@ Run them with ``pytest -m browser -s`` (or ``-rA``) to see the timings.
 
 from __future__ import annotations
 
+import ast
+import importlib
+import inspect
 import os
 from pathlib import Path
 
@@ -102,6 +106,25 @@ WIDGET_CELLS = {
         "    load_adapter(pipe, name, adapter_name=name)\n"
         "adapter_widget(pipe, ['purple', 'outline'], prompt='a purple triangle at the top')",
     ],
+    "course-flow-path": [
+        "import torch\n"
+        "from course.flows import eight_gaussians\n"
+        "from course.viz.flow import flow_path_widget",
+        "mixture = eight_gaussians()\n"
+        "gen = torch.Generator().manual_seed(0)\n"
+        "x0 = mixture.sample(400, gen)\n"
+        "noise = torch.randn(400, 2, generator=gen)\n"
+        "flow_path_widget(mixture, x0, noise, sigma=0.5)",
+    ],
+    "course-flow-steps": [
+        "import torch\n"
+        "from course.flows import eight_gaussians, train_flow, velocity_of\n"
+        "from course.viz.flow import flow_steps_widget",
+        # the lesson's quick path: 400 training steps, under a second on one core
+        "flow_run = train_flow(eight_gaussians(), torch.Generator().manual_seed(0), steps=400)\n"
+        "x1 = torch.randn(400, 2, generator=torch.Generator().manual_seed(1))\n"
+        "flow_steps_widget(velocity_of(flow_run.model), x1, steps=4)",
+    ],
 }
 
 
@@ -135,7 +158,7 @@ def lab_server(tmp_path_factory):
         yield server
 
 
-def drive(css_class: str, moves: list[tuple[str, float]], server, tmp_path,
+def drive(css_class: str, moves: list[tuple[str, float | labdriver.KeyPress]], server, tmp_path,
           record_property) -> dict:
     """Run the widget's notebook in JupyterLab, apply ``moves``, report and return the result."""
     path = widget_notebook(css_class, tmp_path)
@@ -154,15 +177,26 @@ def drive(css_class: str, moves: list[tuple[str, float]], server, tmp_path,
     return result
 
 
+def widget_function(cells: list[str]):
+    """The ``course.viz`` function the last line of ``cells`` calls, imported as the cells do."""
+    name = cells[-1].splitlines()[-1].split("(")[0]
+    modules = [node.module for source in cells for node in ast.walk(ast.parse(source))
+               if isinstance(node, ast.ImportFrom) and name in [a.name for a in node.names]]
+    assert len(modules) == 1 and modules[0].startswith("course.viz"), (name, modules)
+    return getattr(importlib.import_module(modules[0]), name)
+
+
 def test_every_widget_notebook_is_well_formed(tmp_path):
-    """Runs without a browser: the cells parse, and each builds the widget it is named after."""
+    """Runs without a browser: the cells parse, and each builds the widget it is named after
+    (the function its last line calls is a ``course.viz`` widget made with that CSS class)."""
     for css_class, cells in WIDGET_CELLS.items():
         notebook = nbformat.read(widget_notebook(css_class, tmp_path), as_version=4)
         nbformat.validate(notebook)
         for source in cells:
             compile(source, css_class, "exec")
-        widget_call = cells[-1].splitlines()[-1]
-        assert widget_call.split("(")[0].endswith("_widget"), widget_call
+        function = widget_function(cells)
+        assert function.__name__.endswith("_widget"), function
+        assert f'"{css_class}"' in inspect.getsource(function), (css_class, function)
 
 
 @pytest.mark.browser
@@ -224,3 +258,23 @@ def test_adapter_strength_sliders_change_the_images(lab_server, tmp_path, record
     result = drive("course-lora", [("outline", 0.0), ("purple", 0.0), ("outline", 1.5),
                                    ("purple", 0.5)], lab_server, tmp_path, record_property)
     print(f"LoRA widget: median {result['median_ms']} ms per update on this machine")
+
+
+@pytest.mark.browser
+def test_flow_path_sigma_slider_redraws(lab_server, tmp_path, record_property):
+    # lesson 08: the widget starts at sigma = 0.5; near the noise, near the data, then both ends
+    drive("course-flow-path", [("sigma", 0.9), ("sigma", 0.1), ("sigma", 1.0), ("sigma", 0.0)],
+          lab_server, tmp_path, record_property)
+
+
+@pytest.mark.browser
+def test_flow_steps_slider_redraws(lab_server, tmp_path, record_property):
+    # lesson 08: the widget starts at 4 of the step counts 1, 2, ..., 64. A SelectionSlider's
+    # readout ignores typing, so this moves its handle with keys as a learner would: one option
+    # up, to the last and the first option, one up again.
+    KeyPress = labdriver.KeyPress
+    drive("course-flow-steps", [("Euler steps", KeyPress("ArrowRight", "8")),
+                                ("Euler steps", KeyPress("End", "64")),
+                                ("Euler steps", KeyPress("Home", "1")),
+                                ("Euler steps", KeyPress("ArrowRight", "2"))],
+          lab_server, tmp_path, record_property)
