@@ -1,12 +1,12 @@
 """The course widgets work in real JupyterLab: moving a slider redraws the picture.
 
 One test per widget. Each builds a small notebook that makes the widget exactly as its lesson
-does (same function from ``course.viz``, the bundled models), opens it in JupyterLab, runs all
-cells, types new values into the widget's sliders (or, on a SelectionSlider, presses keys on its
-handle) and checks the picture changes every time.
-The lessons themselves are executed once, by ``test_notebooks.py``; here only the widgets run,
-so no solution notebook executes twice per ``make test``. The tests share one JupyterLab server;
-each notebook gets its own browser and kernel.
+does (same function from ``course.viz``, the bundled models or the lesson's own quick toy
+training), opens it in JupyterLab, runs all cells, types new values into the widget's sliders
+(or, on a SelectionSlider, presses keys on its handle) and checks the picture changes every
+time. The lessons themselves are executed once, by ``test_notebooks.py``; here only the widgets
+run, so no solution notebook executes twice per ``make test``. The tests share one JupyterLab
+server; each notebook gets its own browser and kernel.
 
 Needs Chromium at /usr/bin/chromium and Playwright. Without them the tests skip, unless
 ``COURSE_REQUIRE_BROWSER=1`` (set in CI), where a missing browser is a failure: a skipped check
