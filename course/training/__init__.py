@@ -4,6 +4,7 @@
 - ``ddpm``: lesson 02's teaching U-Net on the captioned-shapes world;
 - ``tiny_sd``: the tiny text-to-image pipeline, autoencoder then U-Net and text encoder;
   ``tiny_sd_flow``: the same denoiser trained with flow matching; ``objectives``: their losses;
+  ``reflow``: one round of reflow on the flow pipeline (its own noise-sample pairs);
 - ``lora``: LoRA adapters (and full fine-tuning) of that pipeline; ``adapters``: their data and
   files;
 - shared: ``recipe`` (a recipe dataclass to and from JSON), ``seeding`` (a recipe's seed without
@@ -40,5 +41,7 @@ RECIPES = {
                        "encoder)"),
     "tiny-sd-flow": Command("tiny_sd_flow", "the tiny pipeline's denoiser trained with flow "
                             "matching, on tiny-shapes' autoencoder"),
+    "reflow": Command("reflow", "one round of reflow: the flow pipeline retrained on its own "
+                      "(noise, sample) pairs"),
     "lora": Command("lora", "a LoRA adapter (or a full fine-tune) of the tiny pipeline"),
 }
