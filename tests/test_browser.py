@@ -171,6 +171,9 @@ def drive(css_class: str, moves: list[tuple[str, float | labdriver.KeyPress]], s
     record_property("latencies_ms", result["latencies_ms"])
     record_property("median_ms", result["median_ms"])
     assert len(result["latencies_ms"]) == len(moves)
+    drawn, shown = result["picture_px"]
+    # the picture is shown at the size it was drawn (at most shrunk to fit), never blown up
+    assert 0 < shown <= drawn + 1, f"picture drawn {drawn} px wide, shown {shown} px wide"
     assert all(result["pictures_changed"]), (
         "the picture did not change for some moves: "
         f"{dict(zip(result['values'], result['pictures_changed'], strict=True))}")

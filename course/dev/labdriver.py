@@ -648,9 +648,10 @@ def move_sliders(page: Page, widget_selector: str, moves: list[tuple[str, float 
 
     A value is typed into the slider's readout (``set_slider``); a ``KeyPress`` is pressed on
     its handle (``press_slider_key``). Returns ``{"values", "latencies_ms", "median_ms",
-    "pictures_changed", "screenshot"}``: per move, the value (a ``KeyPress`` as its text), the
-    ms from the key to the new picture and whether the shown picture differs from the one
-    before; ``screenshot`` is the widget after the last move.
+    "pictures_changed", "screenshot", "picture_px"}``: per move, the value (a ``KeyPress`` as
+    its text), the ms from the key to the new picture and whether the shown picture differs from
+    the one before; ``screenshot`` is the widget after the last move, ``picture_px`` the
+    picture's (drawn width, displayed width) in CSS pixels then.
     """
     widget = find_widget(page, widget_selector)
     before = widget.locator(PICTURE_SELECTOR).screenshot()
@@ -667,10 +668,13 @@ def move_sliders(page: Page, widget_selector: str, moves: list[tuple[str, float 
         before = after
     screenshot = artifacts / f"{widget_selector.lstrip('.')}.png"
     widget.screenshot(path=str(screenshot))
+    picture_px = widget.locator(PICTURE_SELECTOR).evaluate(
+        "img => [img.naturalWidth, img.getBoundingClientRect().width]")
     return {"values": [str(value) if isinstance(value, KeyPress) else value
                        for _, value in moves],
             "latencies_ms": latencies, "median_ms": statistics.median(latencies),
-            "pictures_changed": pictures_changed, "screenshot": str(screenshot)}
+            "pictures_changed": pictures_changed, "screenshot": str(screenshot),
+            "picture_px": picture_px}
 
 
 def measure_slider_latency(notebook_path: str | os.PathLike,

@@ -26,7 +26,10 @@ def picture_widget(css_class: str, controls: list, draw: Callable[[], Figure]) -
     for control in controls:
         control.observe(redraw, names="value")
     redraw()
-    box = widgets.VBox([widgets.HBox(controls), picture])
+    # flex-start: the picture keeps the size it was drawn at, as an inline figure does; the
+    # default (stretch) blows it up to the notebook's width, taller than a laptop's screen
+    box = widgets.VBox([widgets.HBox(controls), picture],
+                       layout=widgets.Layout(align_items="flex-start"))
     box.add_class(css_class)
     return box
 
