@@ -116,8 +116,7 @@ def collect(args) -> dict:
 
     return {
         "date": time.strftime("%Y-%m-%d"), "machine": machine(), "machine_info": machine_info(),
-        "versions": versions(), "command": "python -m course " + shlex.join(sys.argv[2:])
-        if sys.argv[1:2] == ["bench"] else "python -m course bench", "quick": args.quick,
+        "versions": versions(), "command": _command(), "quick": args.quick,
         "busy": args.busy, "speed": rows, "adherence": found, "grading": grades,
         "training": records.training_records(),
         "lora": records.load_study(records.LORA_STUDY), "lora_path": _shown(records.LORA_STUDY),
@@ -125,6 +124,14 @@ def collect(args) -> dict:
         "quality": table, "quality_measured": measured_quality,
         "skipped": skipped, "notes": notes, "seconds": round(time.perf_counter() - start, 1),
     }
+
+
+def _command() -> str:
+    """How this run was started, as ``python -m course bench ...`` (from another caller, the
+    bare command)."""
+    if sys.argv[1:2] == ["bench"]:
+        return "python -m course " + shlex.join(sys.argv[1:])
+    return "python -m course bench"
 
 
 def _shown(path: Path) -> str:
