@@ -467,3 +467,25 @@ def test_a_small_real_adherence_run(tmp_path):
     text = (folder / "README.md").read_text()
     assert "### tiny-shapes (" in text and "| Euler (flow) |" in text
     assert (folder / "adherence_steps.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_full_adds_the_default_mode_and_the_browser_slider(tmp_path, monkeypatch):
+    _no_heavy_parts(monkeypatch)
+    ran = []
+    monkeypatch.setattr(speed, "run_notebook",
+                        lambda path, fast: ran.append((path.name, fast)) or (3.0, 300.0, None))
+    for name in ("bench_forward_diffusion", "bench_widget_redraw", "bench_guidance_update",
+                 "bench_adapter_update"):
+        monkeypatch.setattr(speed, name, lambda repeats, name=name: {
+            "name": name, "value": "1 ms", "kind": "widget", "ms": 1.0})
+    monkeypatch.setattr(speed, "bench_browser", lambda: [{
+        "name": "slider to new image in JupyterLab (lesson 01)", "value": "median 250 ms",
+        "kind": "widget", "ms": 250.0}])
+    folder = tmp_path / "full"
+    assert course_main(["bench", "--quick", "--full", "--notebooks", "01",
+                        "--report", str(folder)]) == 0
+    assert ran == [("01_forward_noising.ipynb", True), ("01_forward_noising.ipynb", False)]
+    text = (folder / "README.md").read_text()
+    assert "| 01_forward_noising.ipynb | 3.0 s | 300 MB | 3.0 s | 300 MB |" in text
+    assert "| slider to new image in JupyterLab (lesson 01) | median 250 ms |" in text
+    assert "Skipped" not in text.split("## Prompt adherence")[0]

@@ -193,7 +193,6 @@ def bench_speed(args) -> list[dict]:
     rows += bench_notebooks(fast=True, only=only)
     if args.full:
         rows += bench_notebooks(fast=False, only=only)
-        if solution_notebooks(only) and "01_" in " ".join(p.name for p in
-                                                           solution_notebooks(only)):
+        if any(p.name.startswith("01_") for p in solution_notebooks(only)):
             rows += bench_browser()  # lesson 01's slider
     return rows
