@@ -13,8 +13,9 @@ import torch
 #: What each ``--busy`` process runs: one thread of float32 matrix products, until the
 #: benchmark that started it is gone (killed, it cannot clean up after itself).
 _BUSY_LOOP = (
-    "import os, torch\n"
-    "parent = os.getppid()\n"
+    "import os, sys\n"
+    "parent = int(sys.argv[1])\n"  # given, not read: the parent may die while torch imports
+    "import torch\n"
     "torch.set_num_threads(1)\n"
     "a = torch.randn(256, 256)\n"
     "while os.getppid() == parent:\n"
@@ -25,7 +26,8 @@ _BUSY_LOOP = (
 @contextlib.contextmanager
 def busy_cores(n: int):
     """Within the block, ``n`` processes each keep one core busy; they are killed after."""
-    workers = [subprocess.Popen([sys.executable, "-c", _BUSY_LOOP]) for _ in range(n)]
+    workers = [subprocess.Popen([sys.executable, "-c", _BUSY_LOOP, str(os.getpid())])
+               for _ in range(n)]
     try:
         yield
     finally:
