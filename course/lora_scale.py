@@ -43,7 +43,7 @@ def measure_step(method: str, batch_size: int, checkpointing: bool, steps: int =
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     if weights is not None:
-        access = hub_access(weights, file="unet/config.json")  # offline, not cached: at once
+        access = hub_access(weights)  # offline and not cached: at once
         unet = UNet2DConditionModel.from_pretrained(weights, subfolder="unet", **access).to(device)
     else:
         unet = sd15_unet(device)
