@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from .lora import ATTENTION_TARGETS, lora_config, sd15_unet
+from .models.hub import hub_access
 from .models.registry import ASSETS
 
 SHIPPED = ASSETS / "lora_sd15_gpu.json"
@@ -42,7 +43,8 @@ def measure_step(method: str, batch_size: int, checkpointing: bool, steps: int =
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     if weights is not None:
-        unet = UNet2DConditionModel.from_pretrained(weights, subfolder="unet").to(device)
+        access = hub_access(weights)  # offline and not cached: at once
+        unet = UNet2DConditionModel.from_pretrained(weights, subfolder="unet", **access).to(device)
     else:
         unet = sd15_unet(device)
     if checkpointing:

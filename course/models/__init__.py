@@ -5,7 +5,9 @@
   training writes, ``$COURSE_HOME``);
 - ``checkpoints``: a TinyUNet as one safetensors file (``load_unet("ddpm-shapes")``);
 - ``pipelines``: a ``StableDiffusionPipeline`` folder (``load_pipeline("tiny-shapes")``, or a hub
-  id when online; ``real_pipeline`` for Stable Diffusion itself on a GPU).
+  id when online; ``real_pipeline`` for Stable Diffusion itself on a GPU);
+- ``hub``: a hub id online, from the local cache offline, or an error at once that says how to
+  get the model.
 """
 
 from .checkpoints import checkpoint_info, checkpoint_path, load_unet, save_unet

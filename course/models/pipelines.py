@@ -131,7 +131,8 @@ def training_info(path=None) -> dict:
 
 
 def load_pipeline(name: str = "tiny-shapes", device=None, dtype=None):
-    """A ``StableDiffusionPipeline`` by registry name, folder path, or hub id (online only).
+    """A ``StableDiffusionPipeline`` by registry name, folder path, or hub id (online, or offline
+    from the hub's local cache; else a ``hub.HubUnavailable`` saying how to get it, at once).
 
     "tiny-shapes" loads the bundled copy when the package ships one, else the folder training
     writes (``DEFAULT_OUTPUT``).
@@ -151,17 +152,18 @@ def load_pipeline(name: str = "tiny-shapes", device=None, dtype=None):
 
 
 def _load_from_hub(repo: str, revision: str | None, device, dtype):
+    from .hub import hub_access
+
+    bundled = ", ".join(sorted(n for n, e in ENTRIES.items()
+                               if e.kind == "pipeline" and not e.source.startswith("hub:")))
+    access = hub_access(repo, revision, alternatives=bundled)  # offline, not cached: at once
     from diffusers import StableDiffusionPipeline
 
-    from ..device import hub_reachable, pick_device, pick_dtype
+    from ..device import pick_device, pick_dtype
 
-    if not hub_reachable():
-        known = ", ".join(sorted(n for n, e in ENTRIES.items() if e.kind == "pipeline"))
-        raise ConnectionError(f"{repo!r} is not a folder here and the Hugging Face hub cannot be "
-                              f"reached (offline); registered pipelines: {known}")
     device = pick_device(device or "auto")
     pipe = StableDiffusionPipeline.from_pretrained(
-        repo, revision=revision, use_safetensors=True,
+        repo, revision=revision, use_safetensors=True, **access,
         **{_dtype_keyword(): dtype or pick_dtype(device)})
     return pipe.to(device)
 
@@ -169,12 +171,12 @@ def _load_from_hub(repo: str, revision: str | None, device, dtype):
 def real_pipeline(name: str = "sd-1.5", dtype=None):
     """(pipeline, None) when real Stable Diffusion can run here, else (None, the reason).
 
-    ``name``: a registry name or a hub id. Real models need a CUDA GPU and the hub; they load on
-    the GPU in ``dtype`` (default float16). With ``COURSE_SD_STANDIN`` set to a stand-in folder,
-    that folder loads instead (float32 on a CPU), so the lessons' real-SD cells run their code
-    everywhere: the test suite does this.
+    ``name``: a registry name or a hub id. Real models need a CUDA GPU, and the hub or a copy in
+    its local cache; they load on the GPU in ``dtype`` (default float16). With
+    ``COURSE_SD_STANDIN`` set to a stand-in folder, that folder loads instead (float32 on a CPU),
+    so the lessons' real-SD cells run their code everywhere: the test suite does this.
     """
-    from ..device import hub_reachable
+    from .hub import HubUnavailable
 
     standin = os.environ.get(STANDIN_ENV)
     if standin:
@@ -184,9 +186,10 @@ def real_pipeline(name: str = "sd-1.5", dtype=None):
         return pipe, None
     if not torch.cuda.is_available():
         return None, "it needs a CUDA GPU (this run has none)"
-    if not hub_reachable():
-        return None, "it needs the Hugging Face hub (this run is offline)"
-    pipe = load_pipeline(name, device="cuda", dtype=dtype or torch.float16)
+    try:
+        pipe = load_pipeline(name, device="cuda", dtype=dtype or torch.float16)
+    except HubUnavailable as error:
+        return None, error.reason
     pipe.set_progress_bar_config(disable=True)
     return pipe, None
 
