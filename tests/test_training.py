@@ -62,11 +62,11 @@ def test_train_help_lists_every_recipe_and_each_recipe_its_options(capsys):
     assert exit_.value.code == 0
     listing = capsys.readouterr().out
     assert all(name in listing for name in RECIPES) and set(RECIPES) == {
-        "ddpm-shapes", "tiny-sd", "tiny-sd-flow", "lora"}
+        "ddpm-shapes", "tiny-sd", "tiny-sd-flow", "reflow", "lora"}
     for name, option in [("tiny-sd", "--caption-noise"), ("tiny-sd", "--vae-from"),
                          ("tiny-sd-flow", "--time-sampling"), ("tiny-sd-flow", "--vae-from"),
                          ("tiny-sd", "--stop-after"), ("lora", "--adapter"),
-                         ("ddpm-shapes", "--snapshot-every")]:
+                         ("ddpm-shapes", "--snapshot-every"), ("reflow", "--pair-guidance")]:
         with pytest.raises(SystemExit):
             main(["train", name, "--help"])
         assert option in capsys.readouterr().out
