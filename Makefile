@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 USER_ID  ?= $(shell id -u)
 LAB_ARGS ?= $(if $(filter 0,$(USER_ID)),--allow-root,)
 
-.PHONY: lab test lessons bench clean
+.PHONY: lab test test-browser-lessons lessons bench clean
 
 # A learner's environment: the course and JupyterLab (the `lab` extra).
 $(VENV)/.installed: pyproject.toml
@@ -38,6 +38,12 @@ test: $(VENV)/.installed-dev
 	$(PY) -m ruff check course tests tools conftest.py solutions
 	$(PY) -m pytest -n 2 --dist loadgroup -rs --durations=15 tests solutions \
 		--nbval-lax --nbval-current-env $(PYTEST_ARGS)
+
+# Every lesson in JupyterLab and Chromium in the learner's default mode, every widget control
+# moved (the `slow` tests, which `make test` leaves out); about 15 minutes on 2 cores.
+test-browser-lessons: $(VENV)/.installed-dev
+	$(PY) -m pytest -p no:xdist -m "slow and browser" -rs -s tests/test_lessons_in_browser.py \
+		$(PYTEST_ARGS)
 
 lessons: $(VENV)/.installed-dev
 	$(PY) -m course build-lessons
