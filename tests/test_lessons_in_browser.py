@@ -221,6 +221,9 @@ def test_lesson_runs_and_its_widgets_answer(solution, learner_lab, tmp_path, rec
                         drive_widget(lab.page, selector, css_class, lesson, artifacts)]
         problems += [f"after the moves: {problem}"
                      for problem in labdriver.page_problems(lab.page)]
+        log = labdriver.kernel_log(lab.page)  # what widget callbacks printed or raised
+        if "Traceback" in log:
+            problems.append("the kernel log shows a traceback:\n" + log[-2000:])
 
     latencies = [ms for update in updates for ms in update["ms"]]
     record_property("run_all_s", round(lab.run_all_s, 1))
@@ -248,3 +251,73 @@ def test_lesson_runs_and_its_widgets_answer(solution, learner_lab, tmp_path, rec
         assert update["changed"] >= CHANGED_AT_LEAST, f"{lesson}: the picture stayed: {update}"
         assert update["left_over"] <= RESTORED_AT_MOST, (
             f"{lesson}: moving back did not bring the first picture back: {update}")
+
+
+def stored_outputs_notebook(path: Path) -> Path:
+    """A notebook saved with outputs as IPython makes them: a warning, two tracebacks."""
+    cell = nbformat.v4.new_code_cell
+    output = nbformat.v4.new_output
+    notebook = nbformat.v4.new_notebook(cells=[
+        cell("import warnings\nwarnings.warn('careful')", execution_count=1, outputs=[
+            output("stream", name="stderr",
+                   text="/tmp/x.py:2: UserWarning: careful\n  warnings.warn('careful')\n")]),
+        cell("1 / 0", execution_count=2, outputs=[
+            output("error", ename="ZeroDivisionError", evalue="division by zero", traceback=[
+                "\x1b[31m----------------------------------------------------------\x1b[39m",
+                "\x1b[31mZeroDivisionError\x1b[39m          Traceback (most recent call last)",
+                "Cell In[2], line 1\n----> 1 1 / 0\n",
+                "\x1b[31mZeroDivisionError\x1b[39m: division by zero"])]),
+        cell("1 +", execution_count=3, outputs=[
+            output("error", ename="SyntaxError", evalue="invalid syntax (1, 3)", traceback=[
+                "  Cell In[3], line 1\n    1 +\n       ^\n",
+                "\x1b[31mSyntaxError\x1b[39m: invalid syntax\n"])]),
+    ])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                       "language": "python"}
+    nbformat.write(notebook, path)
+    return path
+
+
+@pytest.mark.browser
+@pytest.mark.notebook
+def test_page_problems_are_tracebacks_not_warnings(tmp_path):
+    """What the lesson test calls a traceback: JupyterLab shows errors and warnings alike as
+    stderr, so the DOM check must tell them apart by their text."""
+    require_browser()
+    root = tmp_path / "root"
+    root.mkdir()
+    path = stored_outputs_notebook(root / "stored.ipynb")
+    with labdriver.jupyter_lab(root) as server, labdriver.chromium_page() as page:
+        labdriver.open_notebook(page, server, path.name)
+        problems = labdriver.page_problems(page)
+    assert problems == ["cell 2: traceback: ZeroDivisionError: division by zero",
+                        "cell 3: traceback: SyntaxError: invalid syntax"]
+
+
+@pytest.mark.browser
+@pytest.mark.notebook
+def test_a_widget_callback_that_raises_is_named(tmp_path):
+    """A widget's callback runs outside any cell: when it raises, the picture stays and the
+    error is only in the kernel log, which the failure message must quote."""
+    require_browser()
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import ipywidgets as widgets\n"
+        "import matplotlib.pyplot as plt\n"
+        "from course.viz.widgets import picture_widget\n"
+        "n = widgets.IntSlider(value=1, min=0, max=5, description='n', continuous_update=False)\n"
+        "def draw():\n"
+        "    if n.value == 3:\n"
+        "        raise ValueError('no picture at 3')\n"
+        "    figure, axes = plt.subplots(figsize=(2, 1))\n"
+        "    axes.set_title(str(n.value))\n"
+        "    return figure\n"
+        "picture_widget('course-test', [n], draw)")])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                       "language": "python"}
+    path = tmp_path / "raises.ipynb"
+    nbformat.write(notebook, path)
+    with pytest.raises(labdriver.LabDriverError, match="ValueError: no picture at 3"):
+        with labdriver.notebook_in_lab(path, artifacts_dir=tmp_path) as lab:
+            assert labdriver.page_problems(lab.page) == []
+            assert labdriver.set_slider(lab.page, ".course-test", "n", 2)[0] > 0
+            labdriver.set_slider(lab.page, ".course-test", "n", 3, timeout=5)

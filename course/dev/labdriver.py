@@ -483,8 +483,12 @@ def notebook_in_lab(notebook_path: str | os.PathLike, server: LabServer | None =
                 page.screenshot(path=str(failure), full_page=True)
             except PlaywrightError:  # a crashed page must not hide the first error
                 failure = "(none, the page did not answer)"
+            try:  # a widget callback that raised says why only there
+                log = "\n".join(kernel_log(page).splitlines()[-12:]) or "empty"
+            except PlaywrightError:
+                log = "(not readable)"
             raise LabDriverError(
-                f"{error}\nscreenshot: {failure}\n"
+                f"{error}\nscreenshot: {failure}\nkernel log (tail): {log}\n"
                 f"page errors: {page_errors[-3:] or 'none'}\n"
                 f"server log (tail):\n{server.log_tail(15)}") from error
 
@@ -801,6 +805,27 @@ def wait_for_widgets(page: Page, timeout: float = 60) -> list[str]:
     except PlaywrightTimeout:
         pass  # page_problems names them
     return page_problems(page)
+
+
+#: The status bar's log counter: how many messages the kernel sent outside any cell (the output
+#: of widget callbacks goes there, a callback's traceback included).
+LOG_STATUS_SELECTOR = ".jp-LogConsoleStatusItem"
+
+
+def kernel_log(page: Page, timeout: float = 10) -> str:
+    """The text of the notebook's log console ("" when it has no messages).
+
+    A widget's callback runs on a comm message, not in a cell, so what it prints or raises is
+    not in any output: JupyterLab logs it and counts it in the status bar. This opens the log
+    (a click on that counter, as a learner would) and reads it.
+    """
+    status = page.locator(LOG_STATUS_SELECTOR)
+    if not status.count() or not re.search(r"[1-9]", status.first.inner_text()):
+        return ""
+    status.first.click()
+    panel = page.locator(".jp-LogConsolePanel").first
+    panel.locator(".jp-OutputArea-output").first.wait_for(timeout=timeout * 1000)
+    return panel.inner_text()
 
 
 def label_course_widgets(page: Page) -> list[tuple[str, str]]:
