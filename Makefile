@@ -1,4 +1,5 @@
-# The README's two commands: `make lab` (learn) and `make test` (the whole suite).
+# The README's commands: `make lab` (learn), `make test` (the whole suite but the slow tests)
+# and `make test-browser-lessons` (those: every lesson in the browser).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python

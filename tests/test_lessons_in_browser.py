@@ -29,6 +29,8 @@ import inspect
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -199,6 +201,27 @@ def test_moves_cover_the_lessons_widgets():
     called = set().union(*(expected_widgets(nbformat.read(path, as_version=4))
                            for path in SOLUTIONS))
     assert called == set(MOVES)
+
+
+def collected(*args: str) -> list[str]:
+    """The test ids pytest collects here with ``args`` (and the project's own options)."""
+    run = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:xdist", "--co", "-q",
+                          "-p", "no:cacheprovider", *args, __file__],
+                         cwd=ROOT, capture_output=True, text=True)
+    return [line for line in run.stdout.splitlines() if "::" in line]
+
+
+def test_make_test_leaves_the_lessons_to_their_own_target():
+    """A plain pytest run (``make test``) deselects the slow lesson runs; ``make
+    test-browser-lessons`` selects exactly them, and CI runs it after ``make test``."""
+    lesson_runs = [f"test_lesson_runs_and_its_widgets_answer[{path.stem}]" for path in SOLUTIONS]
+    assert not [test for test in collected() if "test_lesson_runs" in test]
+    recipe = re.search(r"^test-browser-lessons:.*\n\t(.*)", (ROOT / "Makefile").read_text(),
+                       re.MULTILINE).group(1)
+    selection = re.search(r' -m "([^"]+)"', recipe).group(1)
+    assert [test.split("::")[1] for test in collected("-m", selection)] == lesson_runs
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert ci.index("make test") < ci.index("make test-browser-lessons")
 
 
 @pytest.mark.slow
