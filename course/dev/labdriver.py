@@ -11,11 +11,16 @@ the browser to swap the picture. This module checks the whole chain:
 4. ``set_slider`` / ``move_sliders`` type new values into a course widget's slider readout, or
    (``press_slider_key``, for a ``SelectionSlider``) press keys on its handle, and time how long
    its picture takes to change. ``measure_slider_latency`` does 3 and 4 for the forward-noising
-   widget of lesson 01.
+   widget of lesson 01;
+5. ``label_course_widgets`` and ``widget_controls`` find every course widget on the page and
+   its controls, ``move_control`` moves any of them (a slider as in 4, ``choose_option`` for a
+   menu, ``type_text`` for a text box), and ``page_problems`` and ``kernel_log`` show what went
+   wrong where a learner would see it: tracebacks and unrendered widgets in the outputs, and
+   what widget callbacks raised (JupyterLab's log console).
 
 The course widgets (``course.viz``) are VBoxes with a CSS class of their own
-(``.course-forward-noising``, ``.course-trajectory``, ``.course-flow-steps``, ...) holding labelled
-sliders and one ``img.course-picture``; that is all this module relies on.
+(``.course-forward-noising``, ``.course-trajectory``, ``.course-flow-steps``, ...) holding a row of
+labelled controls and one ``img.course-picture``; that is all this module relies on.
 
 Playwright is imported inside functions only, so ``import course`` never needs it.
 """
