@@ -236,6 +236,10 @@ def test_lesson_runs_and_its_widgets_answer(solution, learner_lab, tmp_path, rec
     with labdriver.notebook_in_lab(notebook, learner_lab, artifacts,
                                    timeout=RUN_ALL_TIMEOUT_S) as lab:
         probe = read_probe(learner_lab.root_dir / notebook.name)
+        record_property("run_all_s", round(lab.run_all_s, 1))
+        record_property("kernel", probe)
+        print(f"\n{lesson}: Run All {lab.run_all_s:.1f} s (default mode, {probe['threads']} "
+              f"torch threads); screenshots in {artifacts}")
         problems = labdriver.wait_for_widgets(lab.page)
         widgets = labdriver.label_course_widgets(lab.page)
         updates = []
@@ -249,14 +253,11 @@ def test_lesson_runs_and_its_widgets_answer(solution, learner_lab, tmp_path, rec
             problems.append("the kernel log shows a traceback:\n" + log[-2000:])
 
     latencies = [ms for update in updates for ms in update["ms"]]
-    record_property("run_all_s", round(lab.run_all_s, 1))
-    record_property("kernel", probe)
     record_property("updates", updates)
-    print(f"\n{lesson}: Run All {lab.run_all_s:.1f} s (default mode, {probe['threads']} torch "
-          f"threads); {len(latencies)} updates; screenshots in {artifacts}")
     for update in updates:
-        print(f"  {update['widget']} {update['control']!r}: {update['from']!r} -> "
-              f"{update['to']!r} {update['ms'][0]:.0f} ms, back {update['ms'][1]:.0f} ms "
+        shown = {key: update[key].replace("\xa0", " ") for key in ("from", "to")}  # menus' nbsp
+        print(f"  {update['widget']} {update['control']!r}: {shown['from']!r} -> "
+              f"{shown['to']!r} {update['ms'][0]:.0f} ms, back {update['ms'][1]:.0f} ms "
               f"(changed {update['changed']:.1%}, left over {update['left_over']:.2%})")
     if latencies:
         slowest = max(updates, key=lambda update: max(update["ms"]))
