@@ -41,7 +41,7 @@ test: $(VENV)/.installed-dev
 		--nbval-lax --nbval-current-env $(PYTEST_ARGS)
 
 # Every lesson in JupyterLab and Chromium in the learner's default mode, every widget control
-# moved (the `slow` tests, which `make test` leaves out); about 15 minutes on 2 cores.
+# moved (the `slow` tests, which `make test` leaves out): 15 to 30 minutes on 2 cores.
 test-browser-lessons: $(VENV)/.installed-dev
 	$(PY) -m pytest -p no:xdist -m "slow and browser" -rs -s tests/test_lessons_in_browser.py \
 		$(PYTEST_ARGS)
