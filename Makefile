@@ -1,4 +1,5 @@
-# The README's two commands: `make lab` (learn) and `make test` (the whole suite).
+# The README's commands: `make lab` (learn), `make test` (the whole suite but the slow tests)
+# and `make test-browser-lessons` (those: every lesson in the browser).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -17,7 +18,7 @@ PYTEST_ARGS ?=
 USER_ID  ?= $(shell id -u)
 LAB_ARGS ?= $(if $(filter 0,$(USER_ID)),--allow-root,)
 
-.PHONY: lab test lessons bench clean
+.PHONY: lab test test-browser-lessons lessons bench clean
 
 # A learner's environment: the course and JupyterLab (the `lab` extra).
 $(VENV)/.installed: pyproject.toml
@@ -38,6 +39,12 @@ test: $(VENV)/.installed-dev
 	$(PY) -m ruff check course tests tools conftest.py solutions
 	$(PY) -m pytest -n 2 --dist loadgroup -rs --durations=15 tests solutions \
 		--nbval-lax --nbval-current-env $(PYTEST_ARGS)
+
+# Every lesson in JupyterLab and Chromium in the learner's default mode, every widget control
+# moved (the `slow` tests, which `make test` leaves out): 15 to 30 minutes on 2 cores.
+test-browser-lessons: $(VENV)/.installed-dev
+	$(PY) -m pytest -p no:xdist -m "slow and browser" -rs -s tests/test_lessons_in_browser.py \
+		$(PYTEST_ARGS)
 
 lessons: $(VENV)/.installed-dev
 	$(PY) -m course build-lessons

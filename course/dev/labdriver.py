@@ -11,11 +11,16 @@ the browser to swap the picture. This module checks the whole chain:
 4. ``set_slider`` / ``move_sliders`` type new values into a course widget's slider readout, or
    (``press_slider_key``, for a ``SelectionSlider``) press keys on its handle, and time how long
    its picture takes to change. ``measure_slider_latency`` does 3 and 4 for the forward-noising
-   widget of lesson 01.
+   widget of lesson 01;
+5. ``label_course_widgets`` and ``widget_controls`` find every course widget on the page and
+   its controls, ``move_control`` moves any of them (a slider as in 4, ``choose_option`` for a
+   menu, ``type_text`` for a text box), and ``page_problems`` and ``kernel_log`` show what went
+   wrong where a learner would see it: tracebacks and unrendered widgets in the outputs, and
+   what widget callbacks raised (JupyterLab's log console).
 
 The course widgets (``course.viz``) are VBoxes with a CSS class of their own
-(``.course-forward-noising``, ``.course-trajectory``, ``.course-flow-steps``, ...) holding labelled
-sliders and one ``img.course-picture``; that is all this module relies on.
+(``.course-forward-noising``, ``.course-trajectory``, ``.course-flow-steps``, ...) holding a row of
+labelled controls and one ``img.course-picture``; that is all this module relies on.
 
 Playwright is imported inside functions only, so ``import course`` never needs it.
 """
@@ -220,15 +225,24 @@ def _server_command(server: LabServer, private: Path) -> list[str]:
     return command
 
 
+#: What ``jupyter_lab(..., env=LEARNER_ENV)`` takes out of the kernels' environment, so that a
+#: lesson runs as after ``make lab``: its default (not FAST) path, and torch's threads chosen by
+#: ``course.threads`` from the CPUs really free, not pinned to one.
+LEARNER_ENV: dict[str, str | None] = {"COURSE_FAST": None, "OMP_NUM_THREADS": None}
+
+
 @contextmanager
-def jupyter_lab(root_dir: Path, startup_timeout: float = 90) -> Iterator[LabServer]:
+def jupyter_lab(root_dir: Path, startup_timeout: float = 90,
+                env: dict[str, str | None] | None = None) -> Iterator[LabServer]:
     """Run ``jupyter lab`` on 127.0.0.1 serving ``root_dir``, and always stop it afterwards.
 
     The server uses this interpreter (``sys.executable``), so the ``python3`` kernel is this
     environment's Python with ``course`` importable. Config, runtime files, workspaces and IPython
     profile go to a private directory, so neither the user's settings nor a previous run can
     change what the browser sees; the data dirs stay as they are so the ipywidgets lab extension
-    is found.
+    is found. The kernels run FAST (``COURSE_FAST=1``) on one torch thread, unless ``env``
+    says otherwise: its variables are set, and those given as None taken out
+    (``LEARNER_ENV``: a learner's default run).
     """
     root_dir = Path(root_dir).resolve()
     with tempfile.TemporaryDirectory(prefix="course-lab-", ignore_cleanup_errors=True) as private:
@@ -238,22 +252,28 @@ def jupyter_lab(root_dir: Path, startup_timeout: float = 90) -> Iterator[LabServ
                            log_path=private / "server.log")
         config_dir = private / "config"
         _write_lab_config(config_dir)
-        env = dict(os.environ,
-                   COURSE_FAST="1",  # lessons take their quick path
-                   HF_HUB_OFFLINE="1",  # never try to download a model
-                   # One torch thread per kernel: these runs share the machine (test workers,
-                   # a training), and torch's default of one thread per core then oversubscribes
-                   # it; measured on 2 busy cores, a model forward took 25x longer.
-                   OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
-                   JUPYTER_CONFIG_DIR=str(config_dir),
-                   JUPYTER_RUNTIME_DIR=str(private / "runtime"),
-                   IPYTHONDIR=str(private / "ipython"))
+        server_env = dict(os.environ,
+                          COURSE_FAST="1",  # lessons take their quick path
+                          HF_HUB_OFFLINE="1",  # never try to download a model
+                          # One torch thread per kernel: these runs share the machine (test
+                          # workers, a training), and torch's default of one thread per core
+                          # then oversubscribes it; measured on 2 busy cores, a model forward
+                          # took 25x longer.
+                          OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
+                          JUPYTER_CONFIG_DIR=str(config_dir),
+                          JUPYTER_RUNTIME_DIR=str(private / "runtime"),
+                          IPYTHONDIR=str(private / "ipython"))
+        for name, value in (env or {}).items():
+            if value is None:
+                server_env.pop(name, None)
+            else:
+                server_env[name] = value
         command = _server_command(server, private)
         with server.log_path.open("wb") as log:
             # A new session puts the server and the kernels it starts in one process group,
             # so ``_stop`` can end all of them without touching anything else.
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                       cwd=root_dir, start_new_session=True)
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                       env=server_env, cwd=root_dir, start_new_session=True)
         try:
             _wait_until_answering(server, process, startup_timeout)
             yield server
@@ -349,6 +369,10 @@ WATCH_RUN_START_JS = """() => {
 }"""
 
 
+#: How often ``run_all_cells`` clicks Run All Cells before it gives up.
+RUN_ALL_CLICKS = 3
+
+
 def run_all_cells(page: Page, saved_copy: Path, timeout: float = 240) -> float:
     """Run > Run All Cells, wait for every code cell, and check they all ran without error.
 
@@ -357,11 +381,22 @@ def run_all_cells(page: Page, saved_copy: Path, timeout: float = 240) -> float:
     notebook itself: we save it (to ``saved_copy``, our temporary copy) and look for outputs of
     type "error". Returns the seconds from the click until the last cell finished.
     """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     page.evaluate(WATCH_RUN_START_JS)
-    page.get_by_role("menuitem", name="Run", exact=True).click()
-    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-    started = time.monotonic()
-    page.wait_for_function("() => window.__courseRunAllStarted", timeout=30_000)
+    # On a busy machine a click on the menu is now and then lost (nothing queued, the cells
+    # still show "[ ]"); JupyterLab marks the queued cells at once, so no "[*]" within seconds
+    # means the click did nothing, and clicking again cannot run anything twice.
+    for attempt in range(1, RUN_ALL_CLICKS + 1):
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        started = time.monotonic()
+        try:
+            page.wait_for_function("() => window.__courseRunAllStarted", timeout=15_000)
+            break
+        except PlaywrightTimeout:
+            if attempt == RUN_ALL_CLICKS:
+                raise LabDriverError(f"Run All Cells started nothing ({attempt} clicks)") from None
     while True:
         state = page.evaluate(CELL_STATES_JS, KERNEL_INDICATOR)
         if state["running"] == 0 and state["kernel"] == "idle":
@@ -468,8 +503,12 @@ def notebook_in_lab(notebook_path: str | os.PathLike, server: LabServer | None =
                 page.screenshot(path=str(failure), full_page=True)
             except PlaywrightError:  # a crashed page must not hide the first error
                 failure = "(none, the page did not answer)"
+            try:  # a widget callback that raised says why only there
+                log = "\n".join(kernel_log(page).splitlines()[-12:]) or "empty"
+            except PlaywrightError:
+                log = "(not readable)"
             raise LabDriverError(
-                f"{error}\nscreenshot: {failure}\n"
+                f"{error}\nscreenshot: {failure}\nkernel log (tail): {log}\n"
                 f"page errors: {page_errors[-3:] or 'none'}\n"
                 f"server log (tail):\n{server.log_tail(15)}") from error
 
@@ -489,17 +528,18 @@ def _shut_down_kernels(server: LabServer, notebook_name: str) -> None:
 # Slider widgets
 # --------------------------------------------------------------------------------------------
 
-#: Called with the element that gets the key (a slider's readout or handle), the key's name and
-#: the picture, before the key is pressed. Records when the key reaches that element and when the
-#: new picture is decoded (ready to paint), both on the page's clock, so the test's own
-#: browser <-> Python round trips are not counted. Waiting for the decode also makes the
-#: screenshot taken next show the new picture, not a half-loaded one. The promise sits inside an
-#: object because Playwright would otherwise wait for it right here, before the key is pressed.
-WATCH_PICTURE_JS = """([target, key, picture, timeoutMs]) => {
+#: Called with the element the learner acts on (a slider's readout or handle, a menu, a text box),
+#: the DOM event that acts (``keydown`` of a given key, or a menu's ``change``) and the picture,
+#: before the action. Records when the event reaches that element and when the new picture is
+#: decoded (ready to paint), both on the page's clock, so the test's own browser <-> Python round
+#: trips are not counted. Waiting for the decode also makes the screenshot taken next show the new
+#: picture, not a half-loaded one. The promise sits inside an object because Playwright would
+#: otherwise wait for it right here, before the action.
+WATCH_PICTURE_JS = """([target, eventType, key, picture, timeoutMs]) => {
     const srcBefore = picture.src;
     let keyAt = null;
-    target.addEventListener('keydown', event => {
-        if (event.key === key && keyAt === null) keyAt = performance.now();
+    target.addEventListener(eventType, event => {
+        if ((key === null || event.key === key) && keyAt === null) keyAt = performance.now();
     }, {capture: true});
     const changed = new Promise((resolve, reject) => {
         const observer = new MutationObserver(() => {
@@ -583,7 +623,7 @@ def set_slider(page: Page, widget_selector: str, description: str, value: float,
     page.keyboard.type(str(value))
     watch = page.evaluate_handle(
         WATCH_PICTURE_JS,
-        [readout.element_handle(), "Enter", picture.element_handle(), timeout * 1000])
+        [readout.element_handle(), "keydown", "Enter", picture.element_handle(), timeout * 1000])
     page.keyboard.press("Enter")
     latency_ms = _await_picture(
         watch, f"typed {value} into slider {description!r} (if it is a SelectionSlider, it "
@@ -630,7 +670,8 @@ def press_slider_key(page: Page, widget_selector: str, description: str, key: st
 
     handle.focus()
     watch = page.evaluate_handle(
-        WATCH_PICTURE_JS, [handle.element_handle(), key, picture.element_handle(), timeout * 1000])
+        WATCH_PICTURE_JS,
+        [handle.element_handle(), "keydown", key, picture.element_handle(), timeout * 1000])
     page.keyboard.press(key)
     latency_ms = _await_picture(
         watch, f"pressed {key} on slider {description!r} at {before!r} (at either end of the "
@@ -675,6 +716,240 @@ def move_sliders(page: Page, widget_selector: str, moves: list[tuple[str, float 
             "latencies_ms": latencies, "median_ms": statistics.median(latencies),
             "pictures_changed": pictures_changed, "screenshot": str(screenshot),
             "picture_px": picture_px}
+
+
+# --------------------------------------------------------------------------------------------
+# Every control of every widget in a notebook
+# --------------------------------------------------------------------------------------------
+
+#: Tags every course widget on the page with ``data-course-widget="N"`` (N = 0, 1, ... in page
+#: order) and returns their course CSS classes in that order. A course widget is a VBox with a
+#: ``course-...`` class that holds a ``course-picture``.
+LABEL_COURSE_WIDGETS_JS = """() => {
+    const boxes = Array.from(document.querySelectorAll('.jp-Notebook .widget-vbox'))
+        .filter(box => box.querySelector(':scope > img.course-picture'));
+    return boxes.map((box, index) => {
+        box.dataset.courseWidget = String(index);
+        return Array.from(box.classList).find(
+            name => name.startsWith('course-') && name !== 'course-picture') ?? '';
+    });
+}"""
+
+#: The controls row of a course widget (``course.viz.widgets.picture_widget``: an HBox above the
+#: picture), one entry per control: its ipywidgets kind (the ``widget-...`` class), its label,
+#: the value it shows and, for a menu or a combobox, its options.
+WIDGET_CONTROLS_JS = """(widget) => {
+    const kinds = ['slider', 'dropdown', 'text', 'textarea', 'checkbox', 'toggle-buttons',
+                   'toggle-button', 'radio', 'select-multiple', 'select', 'button', 'play'];
+    const row = widget.querySelector(':scope > .widget-hbox');
+    return Array.from(row ? row.children : []).map(element => {
+        const kind = kinds.find(name => element.classList.contains('widget-' + name));
+        const control = {kind: kind ?? element.className,
+                         description: element.querySelector('.widget-label')?.textContent.trim()
+                             ?? '',
+                         value: '', options: []};
+        if (kind === 'slider') {
+            control.value = element.querySelector('.widget-readout')?.textContent.trim() ?? '';
+        } else if (kind === 'dropdown') {
+            const menu = element.querySelector('select');
+            control.options = Array.from(menu.options).map(option => option.textContent);
+            control.value = menu.selectedIndex >= 0 ? control.options[menu.selectedIndex] : '';
+        } else if (kind === 'text') {  // a Text, or a Combobox (its options in a datalist)
+            const box = element.querySelector('input');
+            control.value = box.value;
+            control.options = Array.from(box.list ? box.list.options : [])
+                .map(option => option.value);
+        }
+        return control;
+    });
+}"""
+
+#: Per output on the page that shows a problem: a traceback, a widget that never rendered (the
+#: lab extension's placeholders), or a widget shown as its text repr (no lab extension).
+#: JupyterLab renders an error output as stderr text, like a warning, so a traceback is told by
+#: its text: IPython's "Traceback (most recent call last)" header, or a last line naming the
+#: exception (a SyntaxError has no header).
+PAGE_PROBLEMS_JS = """() => {
+    const cells = Array.from(document.querySelectorAll('.jp-Notebook .jp-Cell'));
+    const exceptionLine = /^(\\w+\\.)*\\w*(Error|Exception|Interrupt|Exit)(:.*)?$/;
+    const placeholders = ['Loading widget', 'Error displaying widget', 'model not found'];
+    const problems = [];
+    for (const output of document.querySelectorAll('.jp-Notebook .jp-OutputArea-output')) {
+        const cell = cells.indexOf(output.closest('.jp-Cell')) + 1;
+        const text = output.textContent;
+        const lines = text.trim().split('\\n');
+        const stderr = output.dataset.mimeType === 'application/vnd.jupyter.stderr';
+        if (text.includes('Traceback (most recent call last)')
+                || (stderr && exceptionLine.test(lines[lines.length - 1].trim()))) {
+            problems.push(`cell ${cell}: traceback: ${lines[lines.length - 1].trim()}`);
+        }
+        const placeholder = placeholders.find(words => text.includes(words));
+        if (placeholder) problems.push(`cell ${cell}: widget not shown: ${placeholder}`);
+        if (output.dataset.mimeType === 'text/plain' && /^[HV]Box\\(children=/.test(text.trim())) {
+            problems.push(`cell ${cell}: widget shown as text: ${text.trim().slice(0, 60)}`);
+        }
+    }
+    return problems;
+}"""
+
+
+@dataclass(frozen=True)
+class Control:
+    """One control of a course widget as the page shows it (``widget_controls``).
+
+    ``kind``: "slider" (numeric or selection), "dropdown", "text" (a Text or a Combobox), or the
+    element's classes for a kind this module cannot move. ``value``: the slider's readout, the
+    chosen option, the text. ``options``: a dropdown's or a combobox's choices, in order.
+    """
+
+    kind: str
+    description: str
+    value: str
+    options: tuple[str, ...] = ()
+
+
+def page_problems(page: Page) -> list[str]:
+    """Tracebacks and unrendered widgets in the notebook's outputs, one line each."""
+    return page.evaluate(PAGE_PROBLEMS_JS)
+
+
+def wait_for_widgets(page: Page, timeout: float = 60) -> list[str]:
+    """Wait until no widget still says "Loading widget..."; then return ``page_problems``."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(
+            """() => !Array.from(document.querySelectorAll('.jp-OutputArea-output'))
+                .some(output => output.textContent.includes('Loading widget'))""",
+            timeout=timeout * 1000)
+    except PlaywrightTimeout:
+        pass  # page_problems names them
+    return page_problems(page)
+
+
+#: The status bar's log counter: how many messages the kernel sent outside any cell (the output
+#: of widget callbacks goes there, a callback's traceback included).
+LOG_STATUS_SELECTOR = ".jp-LogConsoleStatusItem"
+
+
+def kernel_log(page: Page, timeout: float = 10) -> str:
+    """The text of the notebook's log console ("" when it has no messages).
+
+    A widget's callback runs on a comm message, not in a cell, so what it prints or raises is
+    not in any output: JupyterLab logs it and counts it in the status bar. This opens the log
+    (a click on that counter, as a learner would) and reads it.
+    """
+    status = page.locator(LOG_STATUS_SELECTOR)
+    if not status.count() or not re.search(r"[1-9]", status.first.inner_text()):
+        return ""
+    status.first.click()
+    panel = page.locator(".jp-LogConsolePanel").first
+    panel.locator(".jp-OutputArea-output").first.wait_for(timeout=timeout * 1000)
+    return panel.inner_text()
+
+
+def label_course_widgets(page: Page) -> list[tuple[str, str]]:
+    """Every course widget on the page, in order: (a selector for that one widget, its class)."""
+    classes = page.evaluate(LABEL_COURSE_WIDGETS_JS)
+    return [(f'.{css_class}[data-course-widget="{index}"]', css_class)
+            for index, css_class in enumerate(classes)]
+
+
+def widget_controls(page: Page, widget_selector: str) -> list[Control]:
+    """The controls of the widget at ``widget_selector``, left to right."""
+    widget = find_widget(page, widget_selector)
+    return [Control(kind=c["kind"], description=c["description"], value=c["value"],
+                    options=tuple(c["options"]))
+            for c in widget.evaluate(WIDGET_CONTROLS_JS)]
+
+
+def _control(widget: Locator, widget_selector: str, kind: str, description: str) -> Locator:
+    """The one control of ``kind`` (a ``widget-...`` class) labelled ``description``."""
+    label = widget.page.locator(
+        ".widget-label", has_text=re.compile(rf"^\s*{re.escape(description)}\s*$"))
+    control = widget.locator(f".widget-{kind}").filter(has=label)
+    if control.count() != 1:
+        raise LabDriverError(f"expected one {kind} {description!r} in {widget_selector}, "
+                             f"found {control.count()}")
+    return control
+
+
+def choose_option(page: Page, widget_selector: str, description: str, label: str,
+                  timeout: float = 60) -> tuple[float, bytes]:
+    """Pick the option ``label`` in the dropdown labelled ``description``.
+
+    The menu's own popup is drawn by the browser, outside the page, so the option is chosen as
+    a keyboard or a click would leave it: the ``<select>`` takes the value and fires ``change``,
+    which the widget listens to. Returns the milliseconds from that ``change`` to the new
+    picture, and a screenshot of the picture.
+    """
+    widget = find_widget(page, widget_selector)
+    menu = _control(widget, widget_selector, "dropdown", description).locator("select")
+    picture = widget.locator(PICTURE_SELECTOR)
+    watch = page.evaluate_handle(
+        WATCH_PICTURE_JS,
+        [menu.element_handle(), "change", None, picture.element_handle(), timeout * 1000])
+    menu.select_option(label=label)
+    latency_ms = _await_picture(watch, f"chose {label!r} in menu {description!r}")
+    return latency_ms, picture.screenshot()
+
+
+def type_text(page: Page, widget_selector: str, description: str, text: str,
+              timeout: float = 60) -> tuple[float, bytes]:
+    """Replace the text of the box labelled ``description`` (a Text or Combobox) and press Enter.
+
+    Returns the milliseconds from the Enter key to the new picture, and a screenshot of it.
+    """
+    widget = find_widget(page, widget_selector)
+    box = _control(widget, widget_selector, "text", description).locator("input")
+    picture = widget.locator(PICTURE_SELECTOR)
+    box.click()
+    page.keyboard.press("ControlOrMeta+A")
+    page.keyboard.press("Backspace")  # typing "" must clear the box too
+    page.keyboard.type(text)
+    watch = page.evaluate_handle(
+        WATCH_PICTURE_JS,
+        [box.element_handle(), "keydown", "Enter", picture.element_handle(), timeout * 1000])
+    page.keyboard.press("Enter")
+    latency_ms = _await_picture(watch, f"typed {text!r} into box {description!r}")
+    if box.input_value() != text:
+        raise LabDriverError(f"box {description!r} shows {box.input_value()!r}, expected {text!r}")
+    return latency_ms, picture.screenshot()
+
+
+def move_control(page: Page, widget_selector: str, control: Control,
+                 value: float | str | KeyPress) -> tuple[float, bytes]:
+    """Set ``control`` of the widget to ``value`` as a learner would; one redraw.
+
+    A slider takes a number (typed into its readout) or a ``KeyPress`` (on its handle), a
+    dropdown an option's label, a text box its new text. Returns the milliseconds to the new
+    picture and a screenshot of it.
+    """
+    if control.kind == "slider" and isinstance(value, KeyPress):
+        return press_slider_key(page, widget_selector, control.description, value.key,
+                                value.shows)
+    if control.kind == "slider" and isinstance(value, (int, float)):
+        return set_slider(page, widget_selector, control.description, value)
+    if control.kind == "dropdown" and isinstance(value, str):
+        return choose_option(page, widget_selector, control.description, value)
+    if control.kind == "text" and isinstance(value, str):
+        return type_text(page, widget_selector, control.description, value)
+    raise LabDriverError(f"cannot set {control.kind} {control.description!r} of "
+                         f"{widget_selector} to {value!r}")
+
+
+def picture_difference(before: bytes, after: bytes) -> float:
+    """The share of pixels that differ between two PNG screenshots (1.0 if their sizes do)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    first, second = (np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+                     for png in (before, after))
+    if first.shape != second.shape:
+        return 1.0
+    return float((first != second).any(axis=-1).mean())
 
 
 def measure_slider_latency(notebook_path: str | os.PathLike,
