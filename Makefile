@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 USER_ID  ?= $(shell id -u)
 LAB_ARGS ?= $(if $(filter 0,$(USER_ID)),--allow-root,)
 
-.PHONY: lab test test-browser-lessons lessons bench clean
+.PHONY: lab test test-browser-lessons test-offline lessons bench clean
 
 # A learner's environment: the course and JupyterLab (the `lab` extra).
 $(VENV)/.installed: pyproject.toml
@@ -45,6 +45,13 @@ test: $(VENV)/.installed-dev
 test-browser-lessons: $(VENV)/.installed-dev
 	$(PY) -m pytest -p no:xdist -m "slow and browser" -rs -s tests/test_lessons_in_browser.py \
 		$(PYTEST_ARGS)
+
+# The notebooks with no network at all (tools/offline.sh: a network namespace with only the
+# loopback); HF_HUB_OFFLINE=0, so that nothing leans on the variable.
+test-offline: $(VENV)/.installed-dev
+	HF_HUB_OFFLINE=0 tools/offline.sh $(PY) -m pytest -n 2 --dist loadgroup -rs \
+		tests/test_notebooks.py tests/test_real_sd_cells.py solutions \
+		--nbval-lax --nbval-current-env $(PYTEST_ARGS)
 
 lessons: $(VENV)/.installed-dev
 	$(PY) -m course build-lessons

@@ -97,3 +97,31 @@ def test_noising_widget_offers_each_preset_schedule():
     before = picture.value
     choice.value = plots.SCHEDULE_LABELS[1]
     assert picture.value != before
+
+
+def test_picture_widget_redraws_new_views_and_shows_seen_ones_from_its_cache():
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    from course.viz.widgets import picture_widget
+
+    slider = widgets.IntSlider(value=0, min=0, max=10)
+    drawn = []
+
+    def draw():
+        drawn.append(slider.value)
+        fig, ax = plt.subplots(figsize=(1, 1))
+        ax.set_title(str(slider.value))
+        return fig
+
+    box = picture_widget("course-test", [slider], draw, cache_size=2)
+    picture = box.children[1]
+    first = picture.value
+    slider.value = 5
+    assert picture.value != first and drawn == [0, 5]
+    slider.value = 0  # seen: shown again without drawing
+    assert picture.value == first and drawn == [0, 5]
+    slider.value = 7  # a third view pushes out the least recently shown (5)
+    slider.value = 5
+    assert drawn == [0, 5, 7, 5]
+    plt.close("all")

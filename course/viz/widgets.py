@@ -7,6 +7,7 @@ its own and a ``course-picture`` image, which the browser tests look for.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 
 import ipywidgets as widgets
@@ -15,13 +16,26 @@ from matplotlib.figure import Figure
 from . import plots
 
 
-def picture_widget(css_class: str, controls: list, draw: Callable[[], Figure]) -> widgets.VBox:
-    """Controls above a PNG picture that ``draw()`` re-renders whenever a control changes."""
+def picture_widget(css_class: str, controls: list, draw: Callable[[], Figure],
+                   cache_size: int = 32) -> widgets.VBox:
+    """Controls above a PNG picture that ``draw()`` re-renders whenever a control changes.
+
+    The last ``cache_size`` pictures are kept by the controls' values, so going back to a view
+    seen before (the learner's usual back-and-forth) shows it at once instead of sampling again.
+    ``draw`` must depend on the controls alone.
+    """
     picture = widgets.Image(format="png")
     picture.add_class("course-picture")
+    seen: OrderedDict[tuple, bytes] = OrderedDict()
 
     def redraw(_change=None):
-        picture.value = plots.figure_to_png(draw())
+        key = tuple(control.value for control in controls)
+        if key not in seen:
+            seen[key] = plots.figure_to_png(draw())
+            if len(seen) > cache_size:
+                seen.popitem(last=False)  # the least recently shown
+        seen.move_to_end(key)
+        picture.value = seen[key]
 
     for control in controls:
         control.observe(redraw, names="value")
