@@ -363,10 +363,9 @@ def _no_heavy_parts(monkeypatch, calls=None):
     return calls
 
 
-def test_quick_runs_the_small_version_of_every_part_and_writes_every_section(tmp_path,
-                                                                             monkeypatch):
-    readme = _readme_in(tmp_path, monkeypatch)
-    calls = _no_heavy_parts(monkeypatch)
+def _fake_speed(monkeypatch) -> list:
+    """Notebook runs and kernel timings replaced by fakes; returns the list of (notebook, fast)
+    runs asked for."""
     ran = []
     monkeypatch.setattr(speed, "run_notebook",
                         lambda path, fast: ran.append((path.name, fast)) or (3.0, 300.0, None))
@@ -374,6 +373,14 @@ def test_quick_runs_the_small_version_of_every_part_and_writes_every_section(tmp
                  "bench_adapter_update"):
         monkeypatch.setattr(speed, name, lambda repeats, name=name: {
             "name": name, "value": f"{repeats} repeats", "kind": "widget", "ms": 1.0})
+    return ran
+
+
+def test_quick_runs_the_small_version_of_every_part_and_writes_every_section(tmp_path,
+                                                                             monkeypatch):
+    readme = _readme_in(tmp_path, monkeypatch)
+    calls = _no_heavy_parts(monkeypatch)
+    ran = _fake_speed(monkeypatch)
     monkeypatch.setattr(speed, "bench_browser", pytest.fail)  # --full only
     monkeypatch.setattr(quality, "bench_quality", pytest.fail)  # --quality only
     flow = tmp_path / "flow_study.json"
@@ -471,13 +478,7 @@ def test_a_small_real_adherence_run(tmp_path):
 
 def test_full_adds_the_default_mode_and_the_browser_slider(tmp_path, monkeypatch):
     _no_heavy_parts(monkeypatch)
-    ran = []
-    monkeypatch.setattr(speed, "run_notebook",
-                        lambda path, fast: ran.append((path.name, fast)) or (3.0, 300.0, None))
-    for name in ("bench_forward_diffusion", "bench_widget_redraw", "bench_guidance_update",
-                 "bench_adapter_update"):
-        monkeypatch.setattr(speed, name, lambda repeats, name=name: {
-            "name": name, "value": "1 ms", "kind": "widget", "ms": 1.0})
+    ran = _fake_speed(monkeypatch)
     monkeypatch.setattr(speed, "bench_browser", lambda: [{
         "name": "slider to new image in JupyterLab (lesson 01)", "value": "median 250 ms",
         "kind": "widget", "ms": 250.0}])

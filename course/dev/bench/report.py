@@ -232,26 +232,27 @@ def training_section(measurements: dict, folder: Path) -> list[str]:
     return lines
 
 
+def _stored_study(measurements: dict, key: str, default_file: str, command: str, to_markdown,
+                  cost: str = "") -> list[str]:
+    """A study measured by its own command and stored as JSON: its table, or how to make it."""
+    study = measurements.get(key)
+    path = measurements.get(f"{key}_path", default_file)
+    if not study:
+        return [f"Not measured yet: no `{path}`; `{command}` writes it{cost}."]
+    return [f"From `{path}` (`{command}`).", "", to_markdown(study)]
+
+
 def lora_section(measurements: dict, folder: Path) -> list[str]:
     from .records import LORA_COMMAND, lora_markdown
 
-    study = measurements.get("lora")
-    if not study:
-        return [f"Not measured yet: no `{measurements.get('lora_path', 'lora_study.json')}`; "
-                f"`{LORA_COMMAND}` writes it (about 40 minutes on 2 CPU cores)."]
-    return [f"From `{measurements.get('lora_path')}` (`{LORA_COMMAND}`).", "",
-            lora_markdown(study)]
+    return _stored_study(measurements, "lora", "lora_study.json", LORA_COMMAND, lora_markdown,
+                         " (about 40 minutes on 2 CPU cores)")
 
 
 def flow_section(measurements: dict, folder: Path) -> list[str]:
     from .records import FLOW_COMMAND, flow_markdown
 
-    study = measurements.get("flow")
-    if not study:
-        return [f"Not measured yet: no `{measurements.get('flow_path', 'flow_study.json')}`; "
-                f"`{FLOW_COMMAND}` writes it."]
-    return [f"From `{measurements.get('flow_path')}` (`{FLOW_COMMAND}`).", "",
-            flow_markdown(study)]
+    return _stored_study(measurements, "flow", "flow_study.json", FLOW_COMMAND, flow_markdown)
 
 
 def grading_section(measurements: dict, folder: Path) -> list[str]:
