@@ -15,12 +15,11 @@ from course.models import pipelines
 from course.training import RECIPES
 from course.training.reflow import (
     ReflowRecipe,
-    learning_rate,
     reflow_loss,
     teacher_pairs,
     train_reflow,
 )
-from course.training.tiny_sd import train_tiny_sd
+from course.training.tiny_sd import LearningRate, train_tiny_sd
 from tests.helpers import trains_the_same_whatever_the_callers_random_state
 from tests.test_tiny_sd_flow import SMALL_FLOW
 
@@ -77,10 +76,10 @@ def test_the_loss_interpolates_on_the_straight_line_between_the_pair():
 
 
 def test_learning_rate_warms_up_then_decays_to_zero():
-    recipe = ReflowRecipe(lr=1e-3, warmup_steps=10, steps=100)
-    assert learning_rate(1, recipe) == pytest.approx(1e-4 * 0.5 * (1 + math.cos(math.pi / 100)))
-    assert learning_rate(50, recipe) == pytest.approx(0.5e-3)
-    assert learning_rate(100, recipe) == pytest.approx(0.0, abs=1e-12)
+    learning_rate = LearningRate(ReflowRecipe(lr=1e-3, warmup_steps=10, steps=100))
+    assert learning_rate(1) == pytest.approx(1e-4 * 0.5 * (1 + math.cos(math.pi / 100)))
+    assert learning_rate(50) == pytest.approx(0.5e-3)
+    assert learning_rate(100) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_pairs_are_the_teachers_own_samples_from_their_noise(small_teacher):

@@ -225,7 +225,7 @@ def reflow_rows(pipes: dict, prompts, latents) -> dict:
     for w in (1.0, GUIDANCE):
         reference = sample(teacher, prompts, latents, 50, w)["images"]
         for name, pipe in pipes.items():
-            own = sample(pipe, prompts, latents, 50, w)["images"]
+            own = reference if pipe is teacher else sample(pipe, prompts, latents, 50, w)["images"]
             row = {"adherence": {}, "rms_to_own_50": {}, "rms_to_teacher_50": {}}
             for steps in REFLOW_STEPS:
                 result = sample(pipe, prompts, latents, steps, w)

@@ -25,7 +25,6 @@ times. ``course.tinysd.flow_study`` measures what the round changes.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from .clock import batches
 from .recipe import JSONRecipe, with_overrides
 from .record import Window, run_record
 from .seeding import seeded
-from .tiny_sd import TinySDResult
+from .tiny_sd import LearningRate, TinySDResult
 
 DEFAULT_OUTPUT = USER_DIR / "tiny-shapes-flow-reflow"
 
@@ -56,7 +55,8 @@ class ReflowRecipe(JSONRecipe):
     pair_guidance: float = 1.0  # 1: the teacher's own conditional field, one U-Net call a step
     steps: int = 600
     batch_size: int = 128
-    lr: float = 3e-4  # a tenth of the way below the teacher's peak: this is a fine-tune
+    lr: float = 3e-4  # a third of the teacher's peak: this is a fine-tune
+    lr_schedule: str = "cosine"  # tiny-sd's LearningRate: warm-up, then decay to 0 at ``steps``
     warmup_steps: int = 50
     cond_dropout: float = 0.1
 
@@ -132,11 +132,12 @@ def train_reflow(recipe: ReflowRecipe | None = None, device: str = "auto",
         unet, optimizer, loader = accelerator.prepare(unet, optimizer, loader)
         noise_generator = torch.Generator(accelerator.device).manual_seed(recipe.seed + 3)
         drop_generator = torch.Generator().manual_seed(recipe.seed + 4)
+        learning_rate = LearningRate(recipe)
         window, tuned = Window(accelerator.device), time.perf_counter()
         bar = tqdm(total=recipe.steps, desc="reflow fine-tune", disable=not progress)
         for step, (rows,) in enumerate(batches(loader), start=1):
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, recipe)
+                group["lr"] = learning_rate(step)
             rows = rows.cpu()
             texts = drop_captions([captions[i] for i in rows.tolist()], recipe.cond_dropout,
                                   drop_generator)
@@ -165,11 +166,6 @@ def train_reflow(recipe: ReflowRecipe | None = None, device: str = "auto",
                         losses_every_50_steps=window.means)
     return TinySDResult(pipe, record)
 
-
-def learning_rate(step: int, recipe: ReflowRecipe) -> float:
-    """lr * linear warm-up * cosine decay, reaching 0 at ``recipe.steps``."""
-    warm = min(1.0, step / max(1, recipe.warmup_steps))
-    return recipe.lr * warm * 0.5 * (1 + math.cos(math.pi * min(1.0, step / recipe.steps)))
 
 
 def add_arguments(parser) -> None:
