@@ -158,6 +158,14 @@ def test_adapter_update_row_names_what_it_timed():
     assert row["value"].endswith(" ms") and float(row["value"].split()[0]) > 0
 
 
+def test_ddim_update_rows_time_a_new_view_and_a_prefetched_one():
+    rows = speed.bench_ddim_update(repeats=1, new_view_steps=(5,), moves=1)
+    assert [row["name"] for row in rows] == [
+        "lesson 03 DDIM widget, a new view (5 steps, 8 images)",
+        "lesson 03 DDIM widget, a prefetched view (20 steps, 8 images)"]
+    assert all(row["kind"] == "widget" and row["ms"] > 0 for row in rows)
+
+
 def test_busy_cores_keep_other_processes_running_only_inside_the_block():
     import time
 
@@ -373,6 +381,8 @@ def _fake_speed(monkeypatch) -> list:
                  "bench_adapter_update"):
         monkeypatch.setattr(speed, name, lambda repeats, name=name: {
             "name": name, "value": f"{repeats} repeats", "kind": "widget", "ms": 1.0})
+    monkeypatch.setattr(speed, "bench_ddim_update", lambda repeats: [
+        {"name": "bench_ddim_update", "value": f"{repeats} repeats", "kind": "widget", "ms": 1.0}])
     return ran
 
 

@@ -77,7 +77,7 @@ def test_widgets_redraw_when_a_control_moves():
         calls.append((eta, steps))
         return torch.full((2, 3, 8, 8), eta * 2 - 1), f"eta={eta}"
 
-    ddim = widgets.ddim_widget(sample)
+    ddim = widgets.ddim_widget(sample, prefetch=False)
     for box, css, value in [(noising, "course-forward-noising", 90),
                             (trajectory, "course-trajectory", 0), (ddim, "course-ddim", 1.0)]:
         assert css in box._dom_classes
@@ -87,6 +87,41 @@ def test_widgets_redraw_when_a_control_moves():
         slider.value = value
         assert picture.value != before
     assert calls == [(0.0, 20), (1.0, 20)]
+
+
+def test_ddim_neighbours_are_one_notch_first_then_the_eta_row_then_two_notches_of_steps():
+    assert widgets.ddim_neighbours(0.3, 5) == [
+        (0.2, 5), (0.4, 5), (0.3, 10),  # one notch; 0 steps is off the slider
+        (0.1, 5), (0.5, 5), (0.0, 5), (0.6, 5), (0.7, 5), (0.8, 5), (0.9, 5), (1.0, 5),
+        (0.3, 15)]
+    views = widgets.ddim_neighbours(1.0, 100)
+    assert views[:2] == [(0.9, 100), (1.0, 95)] and views[-1] == (1.0, 90)
+    assert len(views) == len(set(views)) == 10 + 2
+
+
+def test_ddim_widget_samples_the_next_views_in_the_background():
+    import threading
+
+    calls = []
+
+    def sample(eta, steps):
+        calls.append((eta, steps, threading.current_thread().name))
+        return torch.full((2, 3, 8, 8), eta * 2 - 1), f"eta={eta}, steps={steps}"
+
+    ddim = widgets.ddim_widget(sample, eta=0.0, steps=20)
+    assert ddim.samples.wait_idle(timeout=30)
+    assert calls[0] == (0.0, 20, "MainThread")
+    assert sorted(calls[1:]) == sorted((*view, "course-prefetch")
+                                       for view in widgets.ddim_neighbours(0.0, 20))
+    eta, picture = ddim.children[0].children[0], ddim.children[1]
+    before = picture.value
+    eta.value = 1.0000000000000002  # as a browser's slider may send it: still the 1.0 view
+    assert picture.value != before
+    assert ddim.samples.wait_idle(timeout=30)
+    assert [call for call in calls if call[:2] == (1.0, 20)] == [(1.0, 20, "course-prefetch")]
+    assert (0.9, 20, "course-prefetch") in calls  # already there; (1.0, 15) is new
+    assert (1.0, 15, "course-prefetch") in calls
+    assert all(name == "course-prefetch" for *_, name in calls[1:])
 
 
 def test_noising_widget_offers_each_preset_schedule():

@@ -14,6 +14,7 @@ import ipywidgets as widgets
 from matplotlib.figure import Figure
 
 from . import plots
+from .prefetch import Prefetcher
 
 
 def picture_widget(css_class: str, controls: list, draw: Callable[[], Figure],
@@ -78,18 +79,55 @@ def trajectory_widget(trajectory, n_show: int = 6) -> widgets.VBox:
                                         step.value, n_show))
 
 
-def ddim_widget(sample_fn, eta: float = 0.0, steps: int = 20) -> widgets.VBox:
+def ddim_widget(sample_fn, eta: float = 0.0, steps: int = 20,
+                prefetch: bool = True) -> widgets.VBox:
     """Sliders for DDIM's eta and step count over ``sample_fn(eta, steps) -> (images, title)``.
 
     The sampling itself lives in the lesson (it needs the model); the widget only re-runs it.
+    Every new view is a full sampling run, so with ``prefetch`` the widget samples the views one
+    move away (``ddim_neighbours``) in the background while the learner looks at this one; the
+    ``Prefetcher`` it uses is the box's ``samples`` attribute.
     """
     eta_slider = widgets.FloatSlider(value=eta, min=0.0, max=1.0, step=0.1, description="eta",
                                      continuous_update=False, readout_format=".1f")
     steps_slider = widgets.IntSlider(value=steps, min=5, max=100, step=5, description="steps",
                                      continuous_update=False)
+    samples = Prefetcher(sample_fn)
 
     def draw() -> Figure:
-        images, title = sample_fn(eta_slider.value, steps_slider.value)
+        # rounded: the browser's slider may send 0.30000000000000004 for 0.3
+        view = (round(eta_slider.value, 1), steps_slider.value)
+        images, title = samples.get(view)
+        if prefetch:
+            samples.prefetch(ddim_neighbours(*view, steps_range=(steps_slider.min,
+                                                                 steps_slider.max)))
         return plots.image_grid(images, suptitle=title)
 
-    return picture_widget("course-ddim", [eta_slider, steps_slider], draw)
+    box = picture_widget("course-ddim", [eta_slider, steps_slider], draw)
+    box.samples = samples
+    return box
+
+
+def ddim_neighbours(eta: float, steps: int, steps_range: tuple[int, int] = (5, 100),
+                    eta_step: float = 0.1, steps_step: int = 5) -> list[tuple[float, int]]:
+    """The views a learner most likely asks for after ``(eta, steps)``, likeliest first.
+
+    One notch of either slider first; then every other eta at these steps (eta is the slider the
+    lesson asks to move, and a drag often goes end to end); then two notches of steps. At most
+    14 views: about 14 sampling runs of ``steps`` steps each.
+    """
+    notches = round(1 / eta_step)
+    here = round(eta / eta_step)  # eta as a whole number of notches: no float ties
+    low, high = steps_range
+
+    def at_eta(notch: int) -> tuple[float, int]:
+        return round(notch * eta_step, 1), steps
+
+    def near_steps(notches_away: int) -> list[tuple[float, int]]:
+        return [(eta, s) for s in (steps - notches_away * steps_step,
+                                   steps + notches_away * steps_step) if low <= s <= high]
+
+    one_notch = [at_eta(n) for n in (here - 1, here + 1) if 0 <= n <= notches] + near_steps(1)
+    eta_row = [at_eta(n) for n in sorted(range(notches + 1), key=lambda n: abs(n - here))
+               if n != here]
+    return list(dict.fromkeys(one_notch + eta_row + near_steps(2)))

@@ -109,6 +109,48 @@ def bench_adapter_update(repeats: int) -> dict:
                    "widget")
 
 
+def bench_ddim_update(repeats: int, new_view_steps=(20, 100), moves: int = 10) -> list[dict]:
+    """Lesson 03's DDIM widget, the costliest view to make: eight images sampled from scratch at
+    the widget's default 20 steps and at its 100-step end, and a move to a view the widget had
+    sampled in the background while the learner looked (``course.viz.prefetch``)."""
+    from ...diffusion import make_beta_schedule
+    from ...metrics import sample_quality
+    from ...models import load_unet
+    from ...sampling import ddim_sample
+    from ...viz import plots
+    from ...viz.widgets import ddim_widget
+
+    model, betas = load_unet("ddpm-shapes"), make_beta_schedule("linear", 1000)
+    start_noise = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+    def sample(eta, steps):  # the lesson's sample_for_widget
+        images = ddim_sample(model, start_noise, betas, steps=steps, eta=eta,
+                             generator=torch.Generator().manual_seed(0))
+        return images, f"eta={eta:.1f}, {steps} steps: {sample_quality(images)['clean']:.0%} clean"
+
+    def new_view(steps):  # what the widget does on a move it did not foresee
+        images, title = sample(0.5, steps)
+        plots.figure_to_png(plots.image_grid(images, suptitle=title))
+
+    rows = []
+    for steps in new_view_steps:
+        ms = _median_ms(lambda steps=steps: new_view(steps), max(3, repeats // 10))
+        rows.append(_ms_row(f"lesson 03 DDIM widget, a new view ({steps} steps, 8 images)", ms,
+                            "widget"))
+    widget = ddim_widget(sample, eta=0.0, steps=20)
+    eta = widget.children[0].children[0]
+    move_ms = []
+    for notch in range(1, moves + 1):  # eta 0.1, 0.2, ..., each after the prefetch has finished
+        widget.samples.wait_idle()
+        start = time.perf_counter()
+        eta.value = notch / 10
+        move_ms.append((time.perf_counter() - start) * 1000)
+    widget.samples.wait_idle()
+    rows.append(_ms_row("lesson 03 DDIM widget, a prefetched view (20 steps, 8 images)",
+                        statistics.median(move_ms), "widget"))
+    return rows
+
+
 def run_notebook(path: Path, fast: bool, timeout: int = 1800) -> tuple[float, float, float | None]:
     """Execute a notebook in a fresh kernel, FAST or in the learner's default mode.
 
@@ -188,7 +230,7 @@ def bench_speed(args) -> list[dict]:
     repeats = 5 if args.quick else 30
     rows = [bench_forward_diffusion(repeats * 4), bench_widget_redraw(repeats),
             bench_guidance_update(max(3, repeats // 3)),
-            bench_adapter_update(max(3, repeats // 3))]
+            bench_adapter_update(max(3, repeats // 3)), *bench_ddim_update(repeats)]
     only = notebook_selection(args)
     rows += bench_notebooks(fast=True, only=only)
     if args.full:
