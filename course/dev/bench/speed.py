@@ -109,7 +109,8 @@ def bench_adapter_update(repeats: int) -> dict:
                    "widget")
 
 
-def bench_ddim_update(repeats: int, new_view_steps=(20, 100), moves: int = 10) -> list[dict]:
+def bench_ddim_update(repeats: int, new_view_steps=(20, 100), moves: int = 10,
+                      widget_steps: int = 20) -> list[dict]:
     """Lesson 03's DDIM widget, the costliest view to make: eight images sampled from scratch at
     the widget's default 20 steps and at its 100-step end, and a move to a view the widget had
     sampled in the background while the learner looked (``course.viz.prefetch``)."""
@@ -137,7 +138,7 @@ def bench_ddim_update(repeats: int, new_view_steps=(20, 100), moves: int = 10) -
         ms = _median_ms(lambda steps=steps: new_view(steps), max(3, repeats // 10))
         rows.append(_ms_row(f"lesson 03 DDIM widget, a new view ({steps} steps, 8 images)", ms,
                             "widget"))
-    widget = ddim_widget(sample, eta=0.0, steps=20)
+    widget = ddim_widget(sample, eta=0.0, steps=widget_steps)
     eta = widget.children[0].children[0]
     move_ms = []
     for notch in range(1, moves + 1):  # eta 0.1, 0.2, ..., each after the prefetch has finished
@@ -146,8 +147,8 @@ def bench_ddim_update(repeats: int, new_view_steps=(20, 100), moves: int = 10) -
         eta.value = notch / 10
         move_ms.append((time.perf_counter() - start) * 1000)
     widget.samples.wait_idle()
-    rows.append(_ms_row("lesson 03 DDIM widget, a prefetched view (20 steps, 8 images)",
-                        statistics.median(move_ms), "widget"))
+    name = f"lesson 03 DDIM widget, a prefetched view ({widget_steps} steps, 8 images)"
+    rows.append(_ms_row(name, statistics.median(move_ms), "widget"))
     return rows
 
 
