@@ -67,7 +67,19 @@ def save_tiny_pipeline(pipe, output, record: dict | None = None) -> Path:
     write_tokenizer(output / "tokenizer", max_length=pipe.tokenizer.model_max_length)
     if record is not None:
         (output / RECORD_NAME).write_text(json.dumps(record, indent=1) + "\n")
+    _readable_by_all(output)
     return output
+
+
+def _readable_by_all(folder: Path) -> None:
+    """Let every account read what ``folder`` holds, as in a cloned repository.
+
+    The libraries' ``save_pretrained`` writes its weights through a private temporary file, so
+    they land owner-only (0600); the grader's sandbox, which runs a learner's notebook as another
+    user, could then not load a freshly trained model.
+    """
+    for path in folder.rglob("*"):
+        path.chmod(path.stat().st_mode | (0o555 if path.is_dir() else 0o444))
 
 
 def default_path() -> Path:
