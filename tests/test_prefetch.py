@@ -1,6 +1,8 @@
 """The background cache behind the slow widgets: it computes each view once, never shows a stale or
 failed one, and gives way to the learner's own request."""
 
+import os
+import sys
 import threading
 
 import pytest
@@ -66,3 +68,20 @@ def test_the_cache_keeps_the_most_recently_used_views():
     cache.get((1,))  # 1 is now the most recent
     cache.get((3,))  # pushes out 2
     assert cache.cached((1,)) and cache.cached((3,)) and not cache.cached((2,))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="thread priorities are set on Linux only")
+def test_the_worker_runs_at_the_lowest_priority_and_the_caller_keeps_its_own():
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen = {}
+
+    def compute(key):
+        seen[threading.current_thread().name] = os.getpriority(os.PRIO_PROCESS,
+                                                               threading.get_native_id())
+        return key
+
+    cache = Prefetcher(compute)
+    cache.prefetch([(1,)])
+    assert cache.wait_idle(timeout=30)
+    cache.get((2,))
+    assert seen == {"course-prefetch": 19, "MainThread": own}

@@ -7,7 +7,8 @@ one move away, on a single background thread, so that the usual move is a cache 
 
 Rules that keep it safe in a learner's kernel:
 
-* one worker thread, so it takes at most one core's worth of torch work from the notebook;
+* one worker thread, at the lowest CPU priority on Linux (``nice`` 19, which the threads torch
+  starts from it inherit): the guesses run on time nothing else wants;
 * every call to ``get`` drops the queued guesses (the learner has moved; they are stale) before it
   computes, so a miss waits for at most the one view the worker is on;
 * an exception in the background is not cached: ``get`` computes that view again in the
@@ -17,6 +18,8 @@ Rules that keep it safe in a learner's kernel:
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
@@ -77,6 +80,11 @@ class Prefetcher:
             self._done.popitem(last=False)  # the least recently used
 
     def _work(self) -> None:
+        if sys.platform == "linux":  # there a thread id names one thread; elsewhere, a process
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+            except OSError:
+                pass  # a sandbox may forbid it: run at the usual priority
         while True:
             with self._changed:
                 self._changed.wait_for(lambda: self._queue)
