@@ -61,6 +61,7 @@ def test_a_background_failure_is_not_cached_and_reaches_the_learner():
 
 
 def test_the_cache_keeps_the_most_recently_used_views():
+    threads = threading.active_count()
     compute = Recorder()
     cache = Prefetcher(compute, cache_size=2)
     cache.get((1,))
@@ -68,6 +69,7 @@ def test_the_cache_keeps_the_most_recently_used_views():
     cache.get((1,))  # 1 is now the most recent
     cache.get((3,))  # pushes out 2
     assert cache.cached((1,)) and cache.cached((3,)) and not cache.cached((2,))
+    assert threading.active_count() == threads  # a cache that never prefetches starts no thread
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="thread priorities are set on Linux only")

@@ -7,7 +7,6 @@ its own and a ``course-picture`` image, which the browser tests look for.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 
 import ipywidgets as widgets
@@ -27,16 +26,12 @@ def picture_widget(css_class: str, controls: list, draw: Callable[[], Figure],
     """
     picture = widgets.Image(format="png")
     picture.add_class("course-picture")
-    seen: OrderedDict[tuple, bytes] = OrderedDict()
+    # the same least-recently-used cache the slow widgets prefetch into; nothing is prefetched
+    # here, so it never starts a thread
+    pictures = Prefetcher(lambda *_values: plots.figure_to_png(draw()), cache_size)
 
     def redraw(_change=None):
-        key = tuple(control.value for control in controls)
-        if key not in seen:
-            seen[key] = plots.figure_to_png(draw())
-            if len(seen) > cache_size:
-                seen.popitem(last=False)  # the least recently shown
-        seen.move_to_end(key)
-        picture.value = seen[key]
+        picture.value = pictures.get(tuple(control.value for control in controls))
 
     for control in controls:
         control.observe(redraw, names="value")
